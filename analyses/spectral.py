@@ -1,0 +1,310 @@
+"""Analysis `spectral`: what does each spectral-norm estimator cost, and how far off is it? (needs the torch extra)
+
+Runs with recipe ``none`` (no tracker data): it makes its own matrices, either
+
+- ``shapes``: a preset (``gpt2-124m``, ``llama-60m``, ``llama-130m``, ``llama-350m``, ``llama-1b``: the model's hidden
+  matrix shapes), a list of ``[rows, cols]``, or a list mixing both; each random matrix is W = U diag(s) V^T with a
+  realistic decaying spectrum, s1/s2 = ``gap`` and s_i = s2 (i-1)^-``decay`` below, so the reference s1 is known
+  exactly (float64, by construction); or
+- ``checkpoint``: a ``torch.save``d state dict (loaded with ``weights_only=True``); its 2-D floating tensors, grouped
+  by shape (at most ``max_per_shape`` each), with float64 ``svdvals`` on CPU as the reference.
+
+For each estimator (``methods``: ``toolkit.spectral`` names, ``"power:30"`` for a step count), compute dtype and
+shape it times one batched call (``batch`` matrices of the shape stacked; ``ms`` is per parameter = call / batch):
+CUDA events after ``warmup`` calls, median of ``repeats``; on CPU ``perf_counter``. ``rel_error`` is the largest
+|estimate - s1| / s1 over the batch. Outputs: ``benchmark.csv`` (method, steps, shape, rows, cols, batch, dtype,
+device, ms, ms_call, rel_error, bias, speedup_vs_matrix_norm), ``pareto.png`` (time vs error per shape) and a summary
+with the recommended estimator per accuracy budget (the fastest within 1% and within 5%), per shape and overall.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit.errors import UserError, require_extra
+
+REQUIRED_COLUMNS: tuple[str, ...] = ()
+NAME = "spectral"
+DEFAULT_METHODS = ["exact", "matrix_norm", "power:5", "power:10", "power", "ns5-fast", "ns3-accurate"]
+DEFAULT_DTYPES = ["float32", "bfloat16"]
+BUDGETS = {"within_1pct": 0.01, "within_5pct": 0.05}
+# the shapes bench_spectral.py reports (and experiment=spectral_bench runs)
+BENCH_SHAPES = [(768, 768), (768, 3072), (2048, 2048), (4096, 4096), (4096, 11008)]
+SMALL_SHAPES = [(24, 24), (24, 96), (64, 64), (128, 128), (128, 344)]  # BENCH_SHAPES / 32 (CPU-sized)
+
+
+def _llama(hidden: int, inter: int, layers: int) -> dict[tuple[int, int], int]:
+    """LLaMA hidden matrices as nn.Linear weights (out, in): q, k, v, o; gate, up; down."""
+    return {(hidden, hidden): 4 * layers, (inter, hidden): 2 * layers, (hidden, inter): layers}
+
+
+# matrix shape -> how many of them the model has (embeddings and the head left out)
+PRESETS: dict[str, dict[tuple[int, int], int]] = {
+    # HF GPT-2 Conv1D weights are (in, out): c_attn 768x2304, attn c_proj 768x768, c_fc 768x3072, mlp c_proj 3072x768
+    "gpt2-124m": {(768, 2304): 12, (768, 768): 12, (768, 3072): 12, (3072, 768): 12},
+    "llama-60m": _llama(512, 1376, 8),
+    "llama-130m": _llama(768, 2048, 12),
+    "llama-350m": _llama(1024, 2736, 24),
+    "llama-1b": _llama(2048, 5461, 24),
+}
+
+
+def preset_shapes(name: str) -> dict[tuple[int, int], int]:
+    """The hidden-matrix shapes of a preset model, with their counts."""
+    if name not in PRESETS:
+        raise UserError(f"analysis.spectral: unknown shapes preset '{name}' (expected one of {', '.join(PRESETS)} "
+                        "or a list of [rows, cols])")
+    return dict(PRESETS[name])
+
+
+def _shape(item: Any) -> tuple[int, int]:
+    """[rows, cols] or 'RxC' -> (rows, cols)."""
+    if isinstance(item, str) and "x" in item and item.replace("x", "").isdigit():
+        item = item.split("x")
+    try:
+        rows, cols = (int(v) for v in item)
+    except (TypeError, ValueError):
+        raise UserError(f"analysis.spectral: shape {item!r} is not [rows, cols] or a preset name") from None
+    if rows < 1 or cols < 1:
+        raise UserError(f"analysis.spectral: shape {item!r} must have positive sizes")
+    return rows, cols
+
+
+def resolve_shapes(params: dict[str, Any]) -> dict[tuple[int, int], int]:
+    """The shapes to benchmark (with their model counts) from ``shapes``: a preset, a list of shapes, or a mix."""
+    spec = params.get("shapes", "gpt2-124m")
+    if spec is None:
+        raise UserError("analysis.spectral: give shapes (a preset or [[rows, cols], ...]) or a checkpoint")
+    items = [spec] if isinstance(spec, str) else list(spec)
+    shapes: dict[tuple[int, int], int] = {}
+    for item in items:
+        if isinstance(item, str) and not item.replace("x", "").isdigit():
+            for shape, count in preset_shapes(item).items():
+                shapes[shape] = max(shapes.get(shape, 0), count)
+        else:
+            shapes.setdefault(_shape(item), 1)
+    if not shapes:
+        raise UserError("analysis.spectral: the shapes list is empty")
+    return shapes
+
+
+def resolve_device(spec: Any) -> tuple[str, str]:
+    """(device, a note saying how it was chosen) for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    torch = require_extra("torch", "torch")
+    spec = str(spec or "auto")
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return "cuda", f"device: cuda ({torch.cuda.get_device_name()}), chosen automatically"
+        return "cpu", "device: cpu (no CUDA device available; analysis.spectral.device=cuda on a GPU machine)"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"analysis.spectral: device '{spec}' asked for, but torch sees no CUDA device")
+    if spec != "cpu" and not spec.startswith("cuda"):
+        raise UserError(f"analysis.spectral: device '{spec}': expected auto, cpu or cuda")
+    name = f" ({torch.cuda.get_device_name()})" if spec.startswith("cuda") else ""
+    return spec, f"device: {spec}{name}, as configured"
+
+
+def synthetic_case(shape: tuple[int, int], batch: int, gap: float, decay: float, seed: int, device: str) -> tuple[Any, list[float]]:
+    """A float64 (batch, rows, cols) stack with known spectra on ``device`` and its s1 per matrix."""
+    torch = require_extra("torch", "torch")
+    from toolkit.spectral import decaying_spectrum, known_spectrum
+
+    rows, cols = shape
+    mats, refs = [], []
+    for i in range(batch):
+        top = 1.0 + 0.25 * i  # different scales, so a batched bug cannot hide
+        s = decaying_spectrum(min(rows, cols), gap=gap, decay=decay, top=top)
+        mats.append(known_spectrum(s, shape, seed=seed * 1000 + i, device=device))
+        refs.append(top)
+    return torch.stack(mats), refs
+
+
+def checkpoint_cases(path: str, max_per_shape: int) -> dict[tuple[int, int], tuple[Any, list[float], list[str]]]:
+    """The 2-D floating tensors of a state dict, grouped by shape, with float64 CPU svdvals references."""
+    torch = require_extra("torch", "torch")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"analysis.spectral: checkpoint '{path}' does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is bad input
+        raise UserError(f"analysis.spectral: checkpoint '{path}' could not be loaded with weights_only=True: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise UserError(f"analysis.spectral: checkpoint '{path}' holds a {type(obj).__name__}, not a state dict")
+    groups: dict[tuple[int, int], list[tuple[str, Any]]] = {}
+    for name, t in obj.items():
+        if torch.is_tensor(t) and t.ndim == 2 and t.is_floating_point() and min(t.shape) > 1:
+            groups.setdefault(tuple(t.shape), []).append((str(name), t))
+    if not groups:
+        raise UserError(f"analysis.spectral: checkpoint '{path}' has no 2-D floating tensors")
+    cases = {}
+    for shape, items in groups.items():
+        items = items[: max(1, int(max_per_shape))]
+        stack = torch.stack([t.to(torch.float64) for _, t in items])
+        refs = torch.linalg.svdvals(stack)[:, 0].tolist()
+        cases[shape] = (stack, refs, [n for n, _ in items])
+    return cases
+
+
+def time_call(fn: Callable[[], Any], device: str, repeats: int, warmup: int) -> tuple[float, Any]:
+    """Median milliseconds of ``fn()`` (CUDA events on a GPU, perf_counter on CPU) and its last result."""
+    torch = require_extra("torch", "torch")
+    result = None
+    for _ in range(max(0, warmup)):
+        result = fn()
+    times = []
+    cuda = str(device).startswith("cuda")
+    for _ in range(max(1, repeats)):
+        if cuda:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            result = fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            result = fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), result
+
+
+def benchmark(
+    cases: dict[tuple[int, int], tuple[Any, list[float]]],
+    methods: Sequence[str],
+    dtypes: Sequence[str],
+    device: str,
+    repeats: int = 5,
+    warmup: int = 2,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Time and score every (method, dtype, shape); ``cases`` maps shape -> (stack on device, s1 per matrix)."""
+    torch = require_extra("torch", "torch")
+    from toolkit.spectral import DEFAULT_STEPS, dtype_name, estimate, parse_method, resolve_dtype
+
+    rows = []
+    for shape, (stack64, refs) in cases.items():
+        ref = np.asarray(refs, dtype=float)
+        for dt in dtypes:
+            dtype = resolve_dtype(dt)
+            w = stack64.to(device=device, dtype=dtype)  # the parameters as they are stored in training
+            for spec in methods:
+                name, steps = parse_method(spec)
+                steps = steps if steps is not None else DEFAULT_STEPS.get(name)
+                ms_call, est = time_call(lambda: estimate(w, spec, dtype=dtype, seed=seed), device, repeats, warmup)
+                got = est.sigma.double().cpu().numpy()
+                err = (got - ref) / ref
+                rows.append({
+                    "method": spec, "estimator": name, "steps": steps, "shape": f"{shape[0]}x{shape[1]}",
+                    "rows": shape[0], "cols": shape[1], "batch": len(ref), "dtype": dtype_name(dtype),
+                    "device": device, "ms": ms_call / len(ref), "ms_call": ms_call,
+                    "rel_error": float(np.max(np.abs(err))), "bias": float(np.mean(err)),
+                })
+                if progress:
+                    progress(f"{spec:>14} {dtype_name(dtype):>8} {shape[0]}x{shape[1]}: {ms_call / len(ref):9.3f} ms "
+                             f"rel_error {rows[-1]['rel_error']:.2e}")
+            del w
+            if str(device).startswith("cuda"):
+                torch.cuda.empty_cache()
+    df = pd.DataFrame(rows)
+    base = df[df["estimator"] == "matrix_norm"].set_index(["shape", "dtype"])["ms"]
+    key = list(zip(df["shape"], df["dtype"]))
+    df["speedup_vs_matrix_norm"] = [base.get(k, np.nan) / ms if ms > 0 else np.nan for k, ms in zip(key, df["ms"])]
+    return df
+
+
+def _pick(df: pd.DataFrame, budget: float) -> dict[str, Any] | None:
+    """The fastest row within ``budget`` relative error (None when none is)."""
+    ok = df[df["rel_error"] <= budget]
+    if ok.empty:
+        return None
+    row = ok.sort_values(["ms", "rel_error"]).iloc[0]
+    return {"method": row["method"], "dtype": row["dtype"], "ms": float(row["ms"]), "rel_error": float(row["rel_error"]),
+            "speedup_vs_matrix_norm": None if pd.isna(row["speedup_vs_matrix_norm"]) else float(row["speedup_vs_matrix_norm"])}
+
+
+def recommend(df: pd.DataFrame) -> dict[str, Any]:
+    """Fastest estimator within each accuracy budget, per shape and overall (within budget on every shape)."""
+    per_shape = {shape: {b: _pick(g, tol) for b, tol in BUDGETS.items()} for shape, g in df.groupby("shape", sort=False)}
+    overall: dict[str, Any] = {}
+    n_shapes = df["shape"].nunique()
+    for b, tol in BUDGETS.items():
+        agg = df.groupby(["method", "dtype"]).agg(worst=("rel_error", "max"), total_ms=("ms", "sum"), n=("shape", "nunique"))
+        agg = agg[(agg["worst"] <= tol) & (agg["n"] == n_shapes)].sort_values("total_ms")
+        if agg.empty:
+            overall[b] = None
+        else:
+            (method, dtype), row = next(iter(agg.iterrows()))
+            overall[b] = {"method": method, "dtype": dtype, "total_ms_per_parameter_over_shapes": float(row["total_ms"]),
+                          "worst_rel_error": float(row["worst"])}
+    return {"per_shape": per_shape, "overall": overall}
+
+
+def run(table: pd.DataFrame | None, params: dict[str, Any], out: Any) -> dict[str, Any]:
+    """Benchmark the spectral-norm estimators; write benchmark.csv and pareto.png; return the summary."""
+    torch = require_extra("torch", "torch")
+    from toolkit.spectral import parse_method, resolve_dtype
+
+    methods = list(params.get("methods") or DEFAULT_METHODS)
+    for m in methods:
+        parse_method(m)
+    dtypes = list(params.get("dtypes") or DEFAULT_DTYPES)
+    for d in dtypes:
+        resolve_dtype(d)
+    device, note = resolve_device(params.get("device", "auto"))
+    repeats, warmup = int(params.get("repeats", 5)), int(params.get("warmup", 2))
+    seed = int(params.get("seed", 0))
+    gap, decay = float(params.get("gap", 1.1)), float(params.get("decay", 0.5))
+    checkpoint = params.get("checkpoint")
+    if checkpoint:
+        loaded = checkpoint_cases(str(checkpoint), int(params.get("max_per_shape", 8)))
+        cases = {shape: (stack.to(device), refs) for shape, (stack, refs, _) in loaded.items()}
+        source = f"checkpoint {Path(str(checkpoint)).name}: " + ", ".join(
+            f"{s[0]}x{s[1]} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" for s, (_, _, names) in loaded.items())
+        reference = "float64 torch.linalg.svdvals on CPU"
+    else:
+        shapes = resolve_shapes(params)
+        batch_spec = params.get("batch", 1)
+        torch.manual_seed(seed)
+        cases = {}
+        for shape, count in shapes.items():
+            batch = count if batch_spec in ("model", "preset") else int(batch_spec or 1)
+            cases[shape] = synthetic_case(shape, batch, gap, decay, seed, device)
+        source = f"synthetic: W = U diag(s) V^T, s1/s2 = {gap}, s_i = s2 (i-1)^-{decay}"
+        reference = "s1 by construction (float64), equal to float64 svdvals"
+    df = benchmark(cases, methods, dtypes, device, repeats, warmup, seed)
+    out.table("benchmark", df)
+    from analyses.spectral_plots import pareto_figure
+
+    out.figure("pareto", pareto_figure(df))
+    rec = recommend(df)
+    for b in BUDGETS:
+        if rec["overall"][b] is None:
+            out.warn(f"no estimator is {b.replace('_', ' ').replace('pct', '%')} of s1 on every shape")
+    return {
+        "device": device,
+        "device_note": note,
+        "torch_version": torch.__version__,
+        "source": source,
+        "reference": reference,
+        "timing": "CUDA events, median of repeats after warm-up" if device.startswith("cuda")
+        else "perf_counter (synchronous on CPU), median of repeats after warm-up",
+        "recommended": rec,
+        "n_rows": len(df),
+        "settings": {"methods": methods, "dtypes": dtypes, "repeats": repeats, "warmup": warmup, "seed": seed,
+                     "gap": gap, "decay": decay, "checkpoint": checkpoint,
+                     "shapes": None if checkpoint else [f"{s[0]}x{s[1]}" for s in cases]},
+    }
