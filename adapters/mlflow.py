@@ -1,0 +1,516 @@
+"""MLflow adapter: list runs, read full metric histories (fast paths + cache), write runs with MlflowClient.
+
+Histories are read by one of three paths, chosen by ``fast_path`` ("auto" picks from the URI):
+
+- ``sql``: a SQL backend store (``sqlite:///...``, ``postgresql://...``) read directly and read-only;
+- ``rest``: a tracking server (``http(s)://...``) through its bulk history endpoint, in parallel chunks that
+  stay below its 25,000-points-per-response cap (a full answer is split further, never trusted);
+- ``client``: ``MlflowClient.get_metric_history`` per run and key (any URI; the slow fallback).
+
+All paths return the same RunSet. Runs are listed with ``MlflowClient.search_runs``, page by page.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from adapters.mlflow_rest import BULK_CAP, RestSource, ServerError
+from adapters.mlflow_sql import SqlSource, long_frame, sql_scheme, sqlite_path
+from toolkit.cache import HistoryCache
+from toolkit.errors import UserError, require_extra
+from toolkit.progress import progress_bar
+from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
+from toolkit.secrets import scrub
+
+log = logging.getLogger(__name__)
+
+STATE = {"RUNNING": "running", "SCHEDULED": "scheduled", "FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}
+STATUS = {"finished": "FINISHED", "success": "FINISHED", "failed": "FAILED", "crashed": "FAILED", "killed": "KILLED"}
+FAST_PATHS = ("auto", "sql", "rest", "client")
+PAGE_SIZE = 1000  # runs per search_runs page (tests shrink it to check pagination)
+MAX_PARAM_LENGTH = 6000
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+
+
+def normalize_uri(uri: str | None) -> str:
+    """The tracking URI: the given one, else MLFLOW_TRACKING_URI; a bare ``*.db`` path becomes sqlite:///."""
+    uri = str(uri or os.environ.get("MLFLOW_TRACKING_URI") or "").strip()
+    if not uri:
+        raise UserError("tracker.uri: no MLflow tracking URI (set tracker.uri=http://HOST:5000 or sqlite:///mlflow.db)")
+    if "://" not in uri and not uri.startswith("file:") and uri.endswith((".db", ".sqlite", ".sqlite3")):
+        uri = "sqlite:///" + uri
+    return uri
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return scrub(text[:300])
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether retrying may help (connection trouble, timeouts, 5xx, a locked database)."""
+    try:
+        import requests
+
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, (ConnectionError, TimeoutError, sqlite3.OperationalError)):
+        return not isinstance(exc, sqlite3.OperationalError) or "locked" in str(exc) or "unable to open" in str(exc)
+    if isinstance(exc, ServerError):
+        return exc.status >= 500 or exc.status == 429
+    return type(exc).__name__ == "MlflowException" and getattr(exc, "error_code", "") in _TRANSIENT_CODES
+
+
+@dataclass
+class _RunMeta:
+    """What the listing learned about a run: its cache version and last step per metric key."""
+
+    version: str
+    last_steps: dict[str, int] = field(default_factory=dict)
+
+
+class MlflowTracker:
+    """MLflow runs of one experiment through the adapter protocol (read: RunSet; write: RunWriter)."""
+
+    name = "mlflow"
+
+    def __init__(self, uri: str | None = None, experiment: str | None = None, filter_string: str | None = None,
+                 fast_path: str = "auto", max_workers: int = 8, retries: int = 3, backoff: float = 0.5,
+                 timeout: float = 30.0, bulk_cap: int = BULK_CAP, sql_chunk: int = 200, flush_every: int = 100):
+        self.uri = normalize_uri(uri)
+        self.experiment = None if experiment in (None, "") else str(experiment)
+        self.filter_string = (filter_string or "").strip()
+        if fast_path not in FAST_PATHS:
+            raise UserError(f"tracker.fast_path: '{fast_path}' is not one of {', '.join(FAST_PATHS)}")
+        self.scheme = urlparse(self.uri).scheme.lower()
+        if fast_path == "auto":
+            fast_path = "sql" if sql_scheme(self.uri) else "rest" if self.scheme in ("http", "https") else "client"
+        elif fast_path == "sql" and not sql_scheme(self.uri):
+            raise UserError(f"tracker.fast_path=sql needs a sqlite:/// or postgresql:// URI, got '{scrub(self.uri)}'")
+        elif fast_path == "rest" and self.scheme not in ("http", "https"):
+            raise UserError(f"tracker.fast_path=rest needs an http(s):// URI, got '{scrub(self.uri)}'")
+        self.fast_path = fast_path
+        self.max_workers = max(int(max_workers), 1)
+        self.retries = max(int(retries), 0)
+        self.backoff = float(backoff)
+        self.timeout = float(timeout)
+        self.bulk_cap = int(bulk_cap)
+        self.sql_chunk = int(sql_chunk)
+        self.flush_every = max(int(flush_every), 1)
+        self.warnings: list[str] = []
+        self.stats: Counter = Counter()
+        self._cache_settings: dict[str, Any] = {}
+        self._progress = True
+        self._client_obj = None
+        self._meta: dict[str, _RunMeta] = {}
+
+    # ---------------------------------------------------------------- settings, client, errors
+    def configure(self, cache: Mapping[str, Any] | None = None, progress: bool = True) -> None:
+        """Receive the pipeline's cache settings (enabled, dir, refresh) and the progress switch."""
+        self._cache_settings = dict(cache or {})
+        self._progress = bool(progress)
+
+    @property
+    def _client(self):
+        if self._client_obj is None:
+            require_extra("mlflow", "mlflow")
+            from mlflow import MlflowClient
+
+            self._client_obj = MlflowClient(tracking_uri=self.uri)
+        return self._client_obj
+
+    @contextlib.contextmanager
+    def _http_settings(self) -> Iterator[None]:
+        """Let our own retry loop (bounded, configurable) replace MLflow's long built-in HTTP retries."""
+        wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(int(self.timeout), 1))}
+        saved = {k: os.environ.get(k) for k in wanted}
+        for k, v in wanted.items():
+            if saved[k] is None:
+                os.environ[k] = v
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+
+    def _retrying(self, fn: Callable[[], Any]) -> Any:
+        """Call ``fn``, retrying transient failures ``retries`` times with doubling backoff."""
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except Exception as exc:
+                if attempt >= self.retries or not _transient(exc):
+                    raise
+                self.stats["retries"] += 1
+                log.debug("mlflow: retrying after %s", type(exc).__name__)
+                time.sleep(delay)
+                delay *= 2
+
+    def _fault(self, exc: BaseException, doing: str) -> UserError:
+        """A one-line UserError for a failure while ``doing`` (secrets scrubbed)."""
+        if isinstance(exc, UserError):
+            return UserError(scrub(str(exc)))
+        tries = f" after {self.retries + 1} tries" if _transient(exc) else ""
+        return UserError(f"mlflow: {doing} at {scrub(self.uri)} failed{tries}: {_one_line(exc)}")
+
+    def _check_store_exists(self) -> None:
+        if self.uri.startswith("sqlite:///") and not sqlite_path(self.uri).is_file():
+            raise UserError(f"tracker.uri: no MLflow database at {sqlite_path(self.uri)} (from '{scrub(self.uri)}')")
+
+    # ---------------------------------------------------------------- read side: runs
+    def _experiment_id(self) -> str:
+        """Resolve the experiment name (or id); an unknown one lists those that exist."""
+        client = self._client
+        exp = None
+        if self.experiment is not None:
+            exp = self._retrying(lambda: client.get_experiment_by_name(self.experiment))
+            if exp is None and self.experiment.isdigit():
+                with contextlib.suppress(Exception):
+                    exp = client.get_experiment(self.experiment)
+        if exp is None or getattr(exp, "lifecycle_stage", "active") == "deleted":
+            names = self._experiment_names()
+            shown = ", ".join(names[:30]) + (f" (+{len(names) - 30} more)" if len(names) > 30 else "")
+            what = f"no experiment '{self.experiment}'" if self.experiment else "tracker.experiment is not set"
+            raise UserError(f"mlflow: {what} at {scrub(self.uri)}; experiments: {shown or '(none)'}")
+        return exp.experiment_id
+
+    def _experiment_names(self) -> list[str]:
+        names: list[str] = []
+        token = None
+        while True:
+            page = self._retrying(lambda t=token: self._client.search_experiments(max_results=1000, page_token=t))
+            names.extend(e.name for e in page)
+            token = page.token
+            if not token:
+                return sorted(names)
+
+    def _filter(self, selection: Selection) -> str:
+        clauses = [self.filter_string] if self.filter_string else []
+        if selection.run_ids and len(selection.run_ids) <= 100:
+            ids = ", ".join("'" + r.replace("'", "") + "'" for r in selection.run_ids)
+            clauses.append(f"attributes.run_id IN ({ids})")
+        return " and ".join(clauses)
+
+    def list_runs(self, selection: Selection) -> pd.DataFrame:
+        """Runs table of the experiment's runs matching filter_string and the selection (all pages)."""
+        self._check_store_exists()
+        with self._http_settings():
+            try:
+                exp_id = self._experiment_id()
+                runs = self._search(exp_id, self._filter(selection))
+            except UserError:
+                raise
+            except Exception as exc:
+                if type(exc).__name__ == "MlflowException" and getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+                    raise UserError(f"tracker.filter_string '{self.filter_string}': {_one_line(exc)}") from None
+                raise self._fault(exc, "listing runs") from None
+        rows = []
+        for run in runs:
+            row, meta = self._run_row(run)
+            self._meta[row["run_id"]] = meta
+            rows.append(row)
+        table = pd.DataFrame(rows)
+        for col in RUN_COLUMNS:
+            if col not in table.columns:
+                table[col] = pd.Series(dtype=object) if col != "tags" else pd.Series(dtype=str)
+        config = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
+        summary = sorted(c for c in table.columns if c.startswith(SUMMARY_PREFIX))
+        table = table[[*RUN_COLUMNS, *config, *summary]]
+        return selection.apply(table)
+
+    def _search(self, exp_id: str, filter_string: str) -> list:
+        runs: list = []
+        token = None
+        with progress_bar(None, "listing mlflow runs", self._progress) as bar:
+            while True:
+                page = self._retrying(lambda t=token: self._client.search_runs(
+                    [exp_id], filter_string=filter_string, max_results=PAGE_SIZE, page_token=t,
+                    order_by=["attributes.start_time ASC"]))
+                runs.extend(page)
+                bar.update(len(page))
+                token = page.token
+                if not token or not len(page):
+                    return runs
+
+    @staticmethod
+    def _run_row(run: Any) -> tuple[dict[str, Any], _RunMeta]:
+        info, data = run.info, run.data
+        tags = dict(data.tags)
+        user_tags = sorted(k if v in ("", "true", "True") else f"{k}={v}" for k, v in tags.items()
+                           if not k.startswith("mlflow."))
+        row: dict[str, Any] = {
+            "run_id": info.run_id,
+            "name": info.run_name or tags.get("mlflow.runName") or info.run_id,
+            "state": STATE.get(str(info.status), str(info.status).lower()),
+            "created_at": pd.Timestamp(info.start_time, unit="ms", tz="UTC") if info.start_time else pd.NaT,
+            "tags": ",".join(user_tags),
+        }
+        for key, value in sorted(data.params.items()):
+            row[CONFIG_PREFIX + key] = coerce_number(value)
+        for key, value in sorted(data.metrics.items()):
+            row[SUMMARY_PREFIX + key] = float(value)
+        metric_objs = list(getattr(data, "_metric_objs", []) or [])
+        last_steps = {m.key: int(m.step) for m in metric_objs}
+        newest = max((int(m.timestamp) for m in metric_objs), default=0)
+        version = f"{info.status}|{info.end_time}|{newest}|{max(last_steps.values(), default=-1)}|{len(last_steps)}"
+        return row, _RunMeta(version, last_steps)
+
+    def _ensure_meta(self, run_ids: Sequence[str]) -> None:
+        """Learn versions and last steps of runs that were not listed by this tracker."""
+        with self._http_settings():
+            for run_id in run_ids:
+                if run_id not in self._meta:
+                    try:
+                        run = self._retrying(lambda r=run_id: self._client.get_run(r))
+                    except Exception as exc:
+                        raise self._fault(exc, f"reading run {run_id}") from None
+                    self._meta[run_id] = self._run_row(run)[1]
+
+    # ---------------------------------------------------------------- read side: histories
+    def _source(self) -> Any:
+        if self.fast_path == "sql":
+            return SqlSource(self.uri, chunk=self.sql_chunk, stats=self.stats)
+        if self.fast_path == "rest":
+            return RestSource(self.uri, workers=self.max_workers, timeout=self.timeout, cap=self.bulk_cap, stats=self.stats)
+        return _ClientSource(self._client, self.max_workers, self.stats)
+
+    def _cache(self) -> HistoryCache | None:
+        return HistoryCache.from_settings(self._cache_settings, self.name, self.experiment or "_")
+
+    def read_history(self, runs: pd.DataFrame, keys: Sequence[str] | None) -> pd.DataFrame:
+        """Wide history of the runs for ``keys`` (all logged keys when None), from the cache where it is current."""
+        run_ids = [str(r) for r in runs["run_id"]] if len(runs) else []
+        self._check_store_exists()
+        self._ensure_meta(run_ids)
+        if keys is None:
+            keys = sorted({k for r in run_ids for k in self._meta[r].last_steps})
+        keys = list(dict.fromkeys(str(k) for k in keys))
+        cache = self._cache()
+        frames: dict[str, pd.DataFrame] = {}
+        todo: list[tuple[str, int | None, pd.DataFrame | None]] = []
+        for run_id in run_ids:
+            hit = cache.load(run_id, keys) if cache is not None and keys else None
+            if hit is not None and hit.version == self._meta[run_id].version:
+                frames[run_id] = hit.frame
+                self.stats["cached_runs"] += 1
+            elif hit is not None and hit.last_step is not None:
+                todo.append((run_id, hit.last_step, hit.frame))
+            else:
+                todo.append((run_id, None, None))
+        if todo and keys:
+            frames.update(self._fetch(todo, keys, cache))
+        parts = [frames[r].assign(run_id=r) for r in run_ids if r in frames and len(frames[r])]
+        if not parts:
+            return pd.DataFrame({"run_id": pd.Series(dtype=object), "step": pd.Series(dtype="int64"),
+                                 **{k: pd.Series(dtype=float) for k in keys}})
+        history = pd.concat(parts, ignore_index=True)[["run_id", "step", *keys]]
+        return history.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+
+    def _fetch(self, todo: list[tuple[str, int | None, pd.DataFrame | None]], keys: list[str],
+               cache: HistoryCache | None) -> dict[str, pd.DataFrame]:
+        """Fetch what is missing in parallel tasks; cache each run as soon as all its keys are in."""
+        since = {r: s for r, s, _ in todo if s is not None}
+        base = {r: b for r, _, b in todo if b is not None}
+        run_ids = [r for r, _, _ in todo]
+        present = {r: self._meta[r].last_steps for r in run_ids}
+        source = self._source()
+        tasks = source.plan(run_ids, keys, since, present)
+        pending: Counter = Counter(r for covered, _ in tasks for r in covered)
+        pieces: dict[str, list[pd.DataFrame]] = defaultdict(list)
+        done: dict[str, pd.DataFrame] = {}
+        self.stats["fetched_runs"] += len(run_ids)
+        self.stats["incremental_runs"] += len(since)
+
+        def finish(run_id: str) -> None:
+            wide = _to_wide(pieces.pop(run_id, []), keys)
+            if run_id in base:
+                wide = pd.concat([base[run_id], wide[wide["step"] > since[run_id]]], ignore_index=True)
+            done[run_id] = wide
+            if cache is not None:
+                cache.save(run_id, keys, wide, self._meta[run_id].version)
+            bar.update(1)
+
+        with self._http_settings(), progress_bar(len(run_ids), "fetching mlflow histories", self._progress) as bar:
+            for run_id in run_ids:
+                if not pending[run_id]:
+                    finish(run_id)
+            pool = ThreadPoolExecutor(max_workers=min(source.workers, max(len(tasks), 1)))
+            try:
+                futures = {pool.submit(self._retrying, fn): covered for covered, fn in tasks}
+                for fut in as_completed(futures):
+                    try:
+                        frame = fut.result()
+                    except Exception as exc:
+                        for other in futures:
+                            other.cancel()
+                        raise self._fault(exc, "fetching metric histories") from None
+                    for run_id, part in frame.groupby("run_id", sort=False):
+                        pieces[str(run_id)].append(part)
+                    for run_id in futures[fut]:
+                        pending[run_id] -= 1
+                        if not pending[run_id]:
+                            finish(run_id)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+                source.close()
+        return done
+
+    # ---------------------------------------------------------------- write side
+    def start_run(self, name: str, config: Mapping[str, Any] | None = None,
+                  tags: Sequence[str] | Mapping[str, str] | None = None) -> "MlflowRunWriter":
+        """Create a run in the experiment (created if missing) and return its writer."""
+        client = self._client
+        exp_name = self.experiment or "Default"
+        exp = client.get_experiment_by_name(exp_name)
+        if exp is None:
+            try:
+                exp_id = client.create_experiment(exp_name)
+            except Exception:  # created meanwhile by another writer
+                exp = client.get_experiment_by_name(exp_name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
+        tag_map = dict(tags) if isinstance(tags, Mapping) else {str(t): "" for t in (tags or [])}
+        run = client.create_run(exp_id, run_name=str(name), tags={str(k): str(v) for k, v in tag_map.items()})
+        writer = MlflowRunWriter(client, run.info.run_id, flush_every=self.flush_every)
+        if config:
+            writer.log_config(config)
+        return writer
+
+
+def _to_wide(pieces: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+    """Long points -> wide (step + one column per key); a key logged twice at a step keeps the newest."""
+    long = pd.concat(pieces, ignore_index=True) if pieces else long_frame([], with_nan_flag=False)
+    if long.empty:
+        return pd.DataFrame({"step": pd.Series(dtype="int64"), **{k: pd.Series(dtype=float) for k in keys}})
+    long = long.sort_values(["key", "step", "timestamp", "value"], kind="stable")
+    long = long.drop_duplicates(["key", "step"], keep="last")
+    wide = long.pivot(index="step", columns="key", values="value").reindex(columns=keys)
+    wide.columns.name = None
+    wide = wide.reset_index()
+    wide["step"] = wide["step"].astype("int64")
+    return wide.astype({k: float for k in keys})
+
+
+class _ClientSource:
+    """The slow fallback: MlflowClient.get_metric_history per run and key, runs in parallel."""
+
+    def __init__(self, client: Any, workers: int, stats: Counter):
+        self.client = client
+        self.workers = workers
+        self.stats = stats
+
+    def _run(self, run_id: str, keys: Sequence[str], after: int | None) -> pd.DataFrame:
+        rows = []
+        for key in keys:
+            self.stats["requests"] += 1
+            for m in self.client.get_metric_history(run_id, key):
+                if after is None or m.step > after:
+                    rows.append((run_id, key, int(m.step), float(m.value), int(m.timestamp)))
+        return long_frame(rows, with_nan_flag=False)
+
+    def plan(self, run_ids: Sequence[str], keys: Sequence[str], since: Mapping[str, int],
+             present: Mapping[str, Mapping[str, int]]) -> list[tuple[tuple[str, ...], Callable[[], pd.DataFrame]]]:
+        """One task per run (only the keys it logged)."""
+        tasks = []
+        for r in run_ids:
+            mine = [k for k in keys if k in present.get(r, {})]
+            if mine:
+                tasks.append(((r,), lambda r=r, mine=mine: self._run(r, mine, since.get(r))))
+        return tasks
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _param_value(value: Any) -> str:
+    text = "None" if value is None else str(value)
+    if len(text) > MAX_PARAM_LENGTH:
+        log.warning("mlflow: a param value was cut to %d characters", MAX_PARAM_LENGTH)
+        text = text[:MAX_PARAM_LENGTH]
+    return text
+
+
+class MlflowRunWriter:
+    """Writes one MLflow run through MlflowClient: params, batched metrics, artifacts, terminal status."""
+
+    def __init__(self, client: Any, run_id: str, flush_every: int = 100):
+        self.client = client
+        self.run_id = run_id
+        self.flush_every = max(int(flush_every), 1)
+        self._buffer: list = []
+        self._steps = 0
+        self._last_ts = 0
+        self._finished = False
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """Log the flattened config as params (stringified, cut to MLflow's 6000-character limit)."""
+        from mlflow.entities import Param
+
+        params = [Param(str(k), _param_value(v)) for k, v in flatten_config(dict(config)).items()]
+        for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer metrics at a step; flushed every ``flush_every`` steps and at finish."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        stamp = max(now, self._last_ts + 1)  # strictly increasing: a re-logged step keeps the newest value
+        self._last_ts = stamp
+        for key, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise UserError(f"log_metrics: metric '{key}' at step {step} is not a number: {value!r}") from None
+            self._buffer.append(Metric(str(key), number, stamp, int(step)))
+        self._steps += 1
+        if self._steps % self.flush_every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send buffered metrics in batches of at most 1,000."""
+        buffer, self._buffer = self._buffer, []
+        for i in range(0, len(buffer), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=buffer[i:i + MAX_METRICS_PER_BATCH], synchronous=True)
+
+    def log_artifact(self, path: str) -> None:
+        """Upload a file (or folder) as an artifact of the run."""
+        if not Path(path).exists():
+            raise UserError(f"log_artifact: no file at {path}")
+        if Path(path).is_dir():
+            self.client.log_artifacts(self.run_id, str(path))
+        else:
+            self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self, status: str = "finished") -> None:
+        """Flush and mark the run FINISHED, FAILED or KILLED (once)."""
+        if self._finished:
+            return
+        mlflow_status = STATUS.get(str(status).lower())
+        if mlflow_status is None:
+            raise UserError(f"finish: status '{status}' is not one of {', '.join(sorted(STATUS))}")
+        self.flush()
+        self.client.set_terminated(self.run_id, status=mlflow_status)
+        self._finished = True
