@@ -323,24 +323,50 @@ def _metrics_bytes(path: Path) -> tuple[bytes, bool]:
     return data[:cut], cut < len(data) and bool(data[cut:].strip())
 
 
-def _parse_metrics(data: bytes, path: Path | str) -> pd.DataFrame:
-    """JSON lines as a frame (pyarrow; line by line when that fails), rows without a step dropped."""
+WIDE_LINE_KEYS = 256  # lines with more keys than this parse faster with json than with pyarrow's column inference
+
+
+def _keys_in_first_line(data: bytes) -> int:
+    end = data.find(b"\n")
+    return data[: end if end >= 0 else len(data)].count(b'":')
+
+
+def _parse_lines(data: bytes, keys: Sequence[str] | None) -> pd.DataFrame:
+    """JSON lines parsed one by one (torn lines skipped); only ``keys`` (and step) kept when given."""
+    rows = []
+    for line in data.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "step" in obj:
+            rows.append(obj if keys is None else {k: obj.get(k) for k in ("step", *keys)})
+    if not rows:
+        return pd.DataFrame({"step": np.zeros(0, dtype=np.int64)})
+    first = tuple(rows[0])
+    if all(len(r) == len(first) and tuple(r) == first for r in rows):  # one schema (the usual case): one 2-D array
+        values = [list(r.values()) for r in rows]
+        try:
+            return pd.DataFrame(np.array(values, dtype=float), columns=list(first))
+        except (TypeError, ValueError):  # strings or nulls among the values
+            return pd.DataFrame(values, columns=list(first))
+    return pd.DataFrame.from_records(rows)
+
+
+def _parse_metrics(data: bytes, path: Path | str, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """JSON lines as a frame (pyarrow for narrow lines, json for wide or odd ones), rows without a step dropped."""
     if not data.strip():
         return pd.DataFrame({"step": np.zeros(0, dtype=np.int64)})
-    try:
-        import pyarrow.json as pj
+    frame = None
+    if _keys_in_first_line(data) <= WIDE_LINE_KEYS:
+        try:
+            import pyarrow.json as pj
 
-        frame = pj.read_json(io.BytesIO(data)).to_pandas()
-    except Exception:  # NaN/Infinity tokens, a torn line in the middle, mixed types: parse line by line
-        rows = []
-        for line in data.splitlines():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict) and "step" in obj:
-                rows.append(obj)
-        frame = pd.DataFrame(rows) if rows else pd.DataFrame({"step": np.zeros(0, dtype=np.int64)})
+            frame = pj.read_json(io.BytesIO(data)).to_pandas()
+        except Exception:  # NaN/Infinity tokens, a torn line in the middle, mixed types: parse line by line
+            frame = None
+    if frame is None:
+        frame = _parse_lines(data, keys)
     if "step" not in frame.columns:
         raise UserError(f"{path}: lines have no 'step' field; expected {{\"step\": <int>, <metric>: <number>, ...}}")
     frame = frame[frame["step"].notna()].copy()
@@ -357,24 +383,23 @@ def read_metrics_file(path: Path) -> tuple[pd.DataFrame, bool]:
 _RUN_KEY = "__sweepkit_run__"
 
 
-def _read_many_metrics(paths: list[Path], warn: list[str], run_ids: list[str]) -> pd.DataFrame:
-    """Metrics of many runs in one pyarrow parse (each line tagged with its run's index); per file when that fails."""
-    blobs = []
+def _read_many_metrics(paths: list[Path], warn: list[str], run_ids: list[str],
+                       keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Metrics of many runs: narrow lines in one pyarrow parse (each line tagged with its run), else file by file."""
+    datas = []
     for i, path in enumerate(paths):
         data, truncated = _metrics_bytes(path)
         if truncated:
             warn.append(f"run '{run_ids[i]}': the last line of {METRICS} was cut short (a killed run?); skipped")
-        if data.strip():
-            tag = b'{"%s":%d,' % (_RUN_KEY.encode(), i)
-            if data.startswith(b"{") and b"\n{}" not in data:
-                blobs.append(tag + data[1:].replace(b"\n{", b"\n" + tag))
-            else:
-                blobs.append(None)
-    if blobs and None not in blobs:
+        datas.append(data)
+    present = [d for d in datas if d.strip()]
+    if present and all(d.startswith(b"{") and b"\n{}" not in d and _keys_in_first_line(d) <= WIDE_LINE_KEYS for d in present):
+        tagged = [b'{"%s":%d,' % (_RUN_KEY.encode(), i) + d[1:].replace(b"\n{", b'\n{"%s":%d,' % (_RUN_KEY.encode(), i))
+                  for i, d in enumerate(datas) if d.strip()]
         try:
             import pyarrow.json as pj
 
-            frame = pj.read_json(io.BytesIO(b"".join(blobs))).to_pandas()
+            frame = pj.read_json(io.BytesIO(b"".join(tagged))).to_pandas()
             if "step" in frame.columns and not frame["step"].isna().any():
                 frame["step"] = frame["step"].astype(np.int64)
                 codes = frame.pop(_RUN_KEY).to_numpy(dtype=np.int64)
@@ -383,8 +408,8 @@ def _read_many_metrics(paths: list[Path], warn: list[str], run_ids: list[str]) -
         except Exception:  # NaN/Infinity tokens or odd lines somewhere: parse run by run
             pass
     pieces = []
-    for i, path in enumerate(paths):
-        frame = _parse_metrics(_metrics_bytes(path)[0], path)
+    for i, (path, data) in enumerate(zip(paths, datas)):
+        frame = _parse_metrics(data, path, keys)
         frame.insert(0, "run_id", run_ids[i])
         pieces.append(frame)
     return pd.concat(pieces, ignore_index=True, sort=False) if pieces else pd.DataFrame(columns=["run_id", "step"])
@@ -576,11 +601,12 @@ class LocalTracker:
     def _folder_history(self, wanted: list[str], keys: list[str] | None) -> pd.DataFrame:
         dirs = self._folders.dirs  # type: ignore[union-attr]
         ids = [r for r in dict.fromkeys(wanted) if r in dirs]
-        out = _read_many_metrics([dirs[r] / METRICS for r in ids], self.warnings, ids)
+        out = _read_many_metrics([dirs[r] / METRICS for r in ids], self.warnings, ids, keys)
         cols = [c for c in out.columns if c not in ("run_id", "step")]
-        cols = cols if keys is None else [k for k in keys if k in cols]
+        present = set(cols)
+        cols = cols if keys is None else [k for k in keys if k in present]
         out = out[["run_id", "step", *cols]]
-        if len(out) and out.duplicated(["run_id", "step"]).any():  # several log_metrics calls at one step
+        if len(out) and out[["run_id", "step"]].duplicated().any():  # several log_metrics calls at one step
             out = out.groupby(["run_id", "step"], sort=True, as_index=False)[cols].last()
         return out
 
@@ -612,16 +638,24 @@ def _finish_history(out: pd.DataFrame, keys: list[str] | None) -> pd.DataFrame:
     """Types (run_id str, step int64, metrics float), rows where no metric was logged dropped, sorted."""
     metric_cols = [c for c in out.columns if c not in ("run_id", "step")]
     if keys is not None:
-        metric_cols = [k for k in dict.fromkeys(keys) if k in metric_cols and k not in ("run_id", "step")]
-    out = out[["run_id", "step", *metric_cols]]
+        present = set(metric_cols)
+        metric_cols = [k for k in dict.fromkeys(keys) if k in present]
     run_id = out["run_id"]
-    data = {"run_id": run_id.reset_index(drop=True) if run_id.dtype == _STR_DTYPE else run_id.astype(str).to_numpy(),
-            "step": out["step"].to_numpy(dtype=np.int64)}
-    for c in metric_cols:
-        data[c] = pd.to_numeric(out[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    hist = pd.DataFrame(data)
+    ids = run_id.reset_index(drop=True) if run_id.dtype == _STR_DTYPE else pd.Series(run_id.astype(str).to_numpy())
     if metric_cols:
-        hist = hist[~hist[metric_cols].isna().all(axis=1).to_numpy()].reset_index(drop=True)
+        block = out[metric_cols]
+        numeric = [c for c, t in zip(metric_cols, block.dtypes) if pd.api.types.is_numeric_dtype(t) and t != bool]
+        is_numeric = set(numeric)
+        other = [c for c in metric_cols if c not in is_numeric]
+        values = pd.DataFrame(block[numeric].to_numpy(dtype=float, na_value=np.nan), columns=numeric)
+        for c in other:  # strings, bools, objects: coerced one by one (few in practice)
+            values[c] = pd.to_numeric(block[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        values = values[metric_cols]
+    else:
+        values = pd.DataFrame(index=range(len(out)))
+    hist = pd.concat([pd.DataFrame({"run_id": ids, "step": out["step"].to_numpy(dtype=np.int64)}), values], axis=1)
+    if metric_cols:
+        hist = hist[~values.isna().all(axis=1).to_numpy()].reset_index(drop=True)
     return hist
 
 

@@ -5,7 +5,9 @@
 Generates, in a temporary folder, a wide file of runs x steps rows (run_name, step, lr, bs, seed, train_loss,
 output_norm), then times list_runs and read_history (all runs, two keys) and prints seconds and peak memory
 (tracemalloc on a second, untimed call: numpy/pandas buffers included; arrow buffers are not). With --folders N it also writes N runs
-through LocalRunWriter (not timed) and times reading them back.
+through LocalRunWriter (not timed) and times reading them back. With --wide-keys K it writes two runs whose
+metrics.jsonl lines hold K keys each (the 1B scaling-factor family is 16,968) for --wide-steps steps and times
+reading them against one pyarrow JSON parse of the same files (the naive way, which infers a type per column).
 """
 from __future__ import annotations
 
@@ -54,13 +56,47 @@ def timed(label: str, fn):
     return out
 
 
+def bench_wide_lines(n_keys: int, n_steps: int) -> None:
+    """Two runs logged with n_keys metrics a line: the toolkit's read vs one pyarrow parse per file."""
+    import pyarrow.json as pj
+
+    keys = [f"family/{i}" for i in range(n_keys)]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="bench_local_wide_") as tmp:
+        root = Path(tmp) / "runs"
+        tracker = LocalTracker(str(root))
+        for name in ("lowrank", "fullrank"):
+            w = tracker.start_run(name)
+            for s in range(n_steps):
+                w.log_metrics(dict(zip(keys, rng.random(n_keys).tolist())), s)
+            w.finish()
+        size = sum(p.stat().st_size for p in root.rglob("metrics.jsonl"))
+        print(f"wide lines: 2 runs x {n_steps} steps x {n_keys:,} keys, {size / 2**20:.0f} MiB of metrics.jsonl")
+        reader = LocalTracker(str(root))
+        runs = reader.list_runs(Selection())
+        t = time.perf_counter()
+        hist = reader.read_history(runs, keys)
+        ours = time.perf_counter() - t
+        t = time.perf_counter()
+        naive = [pj.read_json(str(p)).to_pandas() for p in sorted(root.rglob("metrics.jsonl"))]
+        base = time.perf_counter() - t
+        assert len(hist) == sum(len(f) for f in naive) == 2 * n_steps
+        print(f"  toolkit read_history   {ours:7.2f} s")
+        print(f"  pyarrow.json per file  {base:7.2f} s   ratio {base / ours:5.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     ap.add_argument("--folders", type=int, default=0, help="also write and read this many run folders")
+    ap.add_argument("--wide-keys", type=int, default=0, help="also time two runs with this many keys per logged line")
+    ap.add_argument("--wide-steps", type=int, default=100)
     ns = ap.parse_args()
+    if ns.wide_keys:
+        bench_wide_lines(ns.wide_keys, ns.wide_steps)
+        return
     with tempfile.TemporaryDirectory(prefix="bench_local_") as tmp:
         path = Path(tmp) / f"sweep.{ns.format}"
         frame = make_wide(ns.runs, ns.steps)

@@ -363,3 +363,38 @@ def test_metrics_file_without_step_field(tmp_path: Path):
     runs = tracker.list_runs(Selection())
     with pytest.raises(UserError, match=r"metrics\.jsonl: lines have no 'step'"):
         tracker.read_history(runs, ["loss"])
+
+
+@pytest.mark.parametrize("n_keys", [8, 600])  # 600 keys a line takes the wide-line (json) parser
+def test_wide_and_narrow_metric_lines_read_the_same_values(tmp_path: Path, n_keys: int):
+    rng = np.random.default_rng(n_keys)
+    values = rng.random((6, n_keys))
+    keys = [f"sf/{i}" for i in range(n_keys)]
+    tracker = LocalTracker(str(tmp_path / "runs"))
+    for name in ("a", "b"):
+        writer = tracker.start_run(name)
+        for step, row in enumerate(values):
+            writer.log_metrics(dict(zip(keys, row.tolist())), step)
+        writer.log_metrics({"late": 1.0}, 5)  # a second call at one step, with its own schema
+        writer.finish()
+    wanted = [keys[0], keys[-1], "late"]
+    rs = read(tmp_path / "runs", wanted)
+    hist = rs.history[rs.history["run_id"] == rs.runs.set_index("name").loc["a", "run_id"]].reset_index(drop=True)
+    assert list(hist["step"]) == list(range(6))
+    np.testing.assert_array_equal(hist[keys[0]].to_numpy(), values[:, 0])
+    np.testing.assert_array_equal(hist[keys[-1]].to_numpy(), values[:, -1])
+    assert hist["late"].iloc[5] == 1.0 and hist["late"].iloc[:5].isna().all()
+    assert set(read(tmp_path / "runs", None).history.columns) >= {*keys, "late"}
+
+
+def test_wide_lines_with_non_finite_values_and_a_torn_middle_line(tmp_path: Path):
+    keys = [f"k{i}" for i in range(300)]
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text(json.dumps({"run_id": "r1", "name": "r1", "state": "finished"}))
+    lines = [json.dumps({"step": 0, **{k: 1.0 for k in keys}}), '{"step": 1, "k0": 2.',
+             json.dumps({"step": 2, **{k: float("nan") for k in keys}, "k1": float("inf")})]
+    (run / METRICS).write_text("\n".join(lines) + "\n")
+    hist = read(tmp_path / "runs", ["k0", "k1"]).history
+    assert list(hist["step"]) == [0, 2] and hist["k0"].iloc[0] == 1.0
+    assert math.isnan(hist["k0"].iloc[1]) and math.isinf(hist["k1"].iloc[1])
