@@ -332,25 +332,29 @@ def _keys_in_first_line(data: bytes) -> int:
 
 
 def _parse_lines(data: bytes, keys: Sequence[str] | None) -> pd.DataFrame:
-    """JSON lines parsed one by one (torn lines skipped); only ``keys`` (and step) kept when given."""
-    rows = []
-    for line in data.splitlines():
+    """JSON lines parsed one by one (torn lines skipped), one 2-D array per key set; only ``keys`` kept when given."""
+    by_schema: dict[tuple[str, ...], tuple[list[int], list[list[Any]]]] = {}
+    for i, line in enumerate(data.splitlines()):
         try:
             obj = json.loads(line)
         except ValueError:
             continue
         if isinstance(obj, dict) and "step" in obj:
-            rows.append(obj if keys is None else {k: obj.get(k) for k in ("step", *keys)})
-    if not rows:
+            lines, values = by_schema.setdefault(tuple(obj), ([], []))
+            lines.append(i)
+            values.append(list(obj.values()))
+    if not by_schema:
         return pd.DataFrame({"step": np.zeros(0, dtype=np.int64)})
-    first = tuple(rows[0])
-    if all(len(r) == len(first) and tuple(r) == first for r in rows):  # one schema (the usual case): one 2-D array
-        values = [list(r.values()) for r in rows]
+    wanted = None if keys is None else {"step", *keys}
+    frames = []
+    for schema, (lines, values) in by_schema.items():
         try:
-            return pd.DataFrame(np.array(values, dtype=float), columns=list(first))
+            frame = pd.DataFrame(np.array(values, dtype=float), columns=list(schema), index=lines)
         except (TypeError, ValueError):  # strings or nulls among the values
-            return pd.DataFrame(values, columns=list(first))
-    return pd.DataFrame.from_records(rows)
+            frame = pd.DataFrame(values, columns=list(schema), index=lines)
+        frames.append(frame if wanted is None else frame[[c for c in schema if c in wanted]])
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, sort=False).sort_index(kind="stable")
+    return frame.reset_index(drop=True)
 
 
 def _parse_metrics(data: bytes, path: Path | str, keys: Sequence[str] | None = None) -> pd.DataFrame:
