@@ -50,3 +50,23 @@ def test_bootstrap_ci_covers_the_planted_law_in_at_least_90_percent_of_50_sweeps
         hits["alpha"] += boot["alpha_ci"][0] <= planted["B"] <= boot["alpha_ci"][1]
         hits["beta"] += boot["beta_ci"][0] <= planted["A"] <= boot["beta_ci"][1]
     assert hits["alpha"] >= 45 and hits["beta"] >= 45, hits
+
+
+def test_small_sample_inflation_restores_the_variance_of_a_mean_of_n_runs():
+    """Resampling n runs with replacement shrinks the variance of their mean by (n - 1)/n; the factor undoes it."""
+    from analyses.regressions.bootstrap import median_runs_per_configuration, resample_runs, small_sample_inflation
+
+    assert small_sample_inflation(1) == 1.0
+    assert small_sample_inflation(2) == pytest.approx(np.sqrt(2))
+    assert small_sample_inflation(4) == pytest.approx(np.sqrt(4 / 3))
+    rng = np.random.default_rng(0)
+    n, n_configs = 3, 400  # 400 configurations of n runs each; the statistic is each configuration's mean
+    table = pd.DataFrame({"lr": np.repeat(np.arange(n_configs), n) * 1e-4 + 1e-4, "bs": 32,
+                          "run_id": [f"r{i}" for i in range(n * n_configs)], "value": rng.normal(0, 1, n * n_configs)})
+    assert median_runs_per_configuration(table) == n
+    boots = np.array([resample_runs(table, rng).groupby("lr")["value"].mean().to_numpy() for _ in range(150)])
+    sample_var = table.groupby("lr")["value"].var(ddof=1).to_numpy()
+    ratio = float(np.mean(boots.var(axis=0, ddof=1)) / np.mean(sample_var))
+    # E[bootstrap variance of the mean] = (n-1)/n * s^2/n; times the factor^2 it is s^2/n, the variance of the mean
+    assert ratio == pytest.approx((n - 1) / n / n, rel=0.08)
+    assert ratio * small_sample_inflation(n) ** 2 == pytest.approx(1 / n, rel=0.08)

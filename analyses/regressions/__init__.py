@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 
 from analyses.regressions import norm_transfer, plots
-from analyses.regressions.bootstrap import bootstrap_coefficients, percentile_ci, runs_per_configuration
+from analyses.regressions.bootstrap import (
+    bootstrap_coefficients,
+    median_runs_per_configuration,
+    normal_ci,
+    runs_per_configuration,
+    small_sample_inflation,
+)
 from analyses.regressions.fits import (
     fit_lr_vs_bs_horizon,
     fit_norm_band,
@@ -71,11 +77,15 @@ def run(table: pd.DataFrame, params: dict[str, Any], out: AnalysisOutput) -> dic
                 return fit_lr_vs_bs_horizon(m, weighted=False, fixed=fixed).params
 
             samples = bootstrap_coefficients(table, refit, n_boot, int(boot.get("seed", 0)), progress=bool(params.get("progress", True)))
-            summary["bootstrap"] = {"n": n_boot, "n_ok": int(samples.notna().all(axis=1).sum()) if len(samples.columns) else 0}
+            n_runs = median_runs_per_configuration(table)
+            factor = small_sample_inflation(n_runs) if boot.get("small_sample_correction", True) else 1.0
+            summary["bootstrap"] = {"n": n_boot, "n_ok": int(samples.notna().all(axis=1).sum()) if len(samples.columns) else 0,
+                                    "runs_per_configuration": n_runs, "inflation": factor}
             for name in ("alpha", "beta", "gamma"):
                 if name in samples:
-                    summary["bootstrap"][f"{name}_ci"] = percentile_ci(samples[name])
-                    summary["bootstrap"][f"{name}_se"] = float(np.nanstd(samples[name].to_numpy(float), ddof=1))
+                    se = float(np.nanstd(samples[name].to_numpy(float), ddof=1)) * factor
+                    summary["bootstrap"][f"{name}_se"] = se
+                    summary["bootstrap"][f"{name}_ci"] = normal_ci(main.params[name], se)
                     main_ci = summary["bootstrap"][f"{name}_ci"]
                     coef_rows.append({"fit": "lr_vs_bs_horizon_bootstrap", "coefficient": name, "value": main.params[name],
                                       "se": summary["bootstrap"][f"{name}_se"], "ci_low": main_ci[0], "ci_high": main_ci[1],

@@ -32,6 +32,17 @@ def resample_runs(table: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame
     return out
 
 
+def small_sample_inflation(runs_per_config: float) -> float:
+    """sqrt(n / (n - 1)): resampling n runs with replacement understates the variance by (n - 1) / n."""
+    return float(np.sqrt(runs_per_config / (runs_per_config - 1))) if runs_per_config > 1 else 1.0
+
+
+def median_runs_per_configuration(table: pd.DataFrame) -> float:
+    """The median number of runs per configuration (the n of the small-sample correction)."""
+    keys = [k for k in CONFIG_KEYS if k in table.columns]
+    return float(table[[*keys, "run_id"]].drop_duplicates().groupby(keys, dropna=False).size().median())
+
+
 def runs_per_configuration(table: pd.DataFrame) -> int:
     """The largest number of runs any configuration has (1 means there is nothing to resample)."""
     if "run_id" not in table.columns:
@@ -45,7 +56,7 @@ def bootstrap_coefficients(table: pd.DataFrame, refit: Callable[[pd.DataFrame], 
     """Coefficients of ``refit`` on ``n`` run-resampled replicates (failed replicates are NaN rows)."""
     rng = np.random.default_rng(seed)
     rows = []
-    for _ in tqdm(range(n), desc="bootstrap", disable=not progress, leave=False):
+    for _ in tqdm(range(n), desc="bootstrap", disable=True if not progress else None, leave=False):
         try:
             rows.append(refit(resample_runs(table, rng)))
         except Exception:  # noqa: BLE001 - a replicate whose fit is degenerate counts as missing
@@ -53,11 +64,9 @@ def bootstrap_coefficients(table: pd.DataFrame, refit: Callable[[pd.DataFrame], 
     return pd.DataFrame(rows)
 
 
-def percentile_ci(samples: pd.Series, level: float = 0.95) -> list[float]:
-    """Percentile interval of the finite samples."""
-    values = samples.to_numpy(float)
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return [float("nan"), float("nan")]
-    tail = (1 - level) / 2 * 100
-    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+def normal_ci(estimate: float, se: float, level: float = 0.95) -> list[float]:
+    """estimate -/+ z * se (NaN when the bootstrap gave no spread)."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    return [float(estimate - z * se), float(estimate + z * se)]
