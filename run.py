@@ -4,14 +4,15 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from toolkit.errors import UserError
-from toolkit.secrets import scrub
+from toolkit.secrets import config_secrets, protect_console, remember, scrub, scrub_file
 
 log = logging.getLogger("run")
 
@@ -25,6 +26,12 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:  # secrets set in the config (not only on the command line) are scrubbed from messages too
+        remember(config_secrets(OmegaConf.to_container(cfg, resolve=True)))
+    except Exception:  # an interpolation that does not resolve: the pipeline reports it
+        remember(config_secrets(OmegaConf.to_container(cfg, resolve=False)))
+    if multirun:  # Hydra saves the composed config, secrets included, at the sweep root
+        scrub_file(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
     error = None
     try:
         pipeline.run(cfg, run_dir)
@@ -48,4 +55,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    protect_console(sys.argv[1:])  # Hydra prints overrides (values included) on some errors
     main()

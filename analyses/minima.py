@@ -750,6 +750,10 @@ def compute_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSett
         if warn is not None:
             warn(msg)
 
+    if "horizon" in table.columns:  # step 0 (before any token, W&B's usual first row) has no optimum: left out
+        at_zero = (pd.to_numeric(table["horizon"], errors="coerce") == 0).to_numpy()
+        if at_zero.any():
+            table = table[~at_zero]
     work = _prepare(table, s)
     if not len(work):
         raise UserError(f"{NAME}: the table is empty; expected rows with {', '.join(REQUIRED_COLUMNS)}")

@@ -14,12 +14,16 @@ and ``n_diverged`` runs at the largest learning rates blow up (loss x10, x100, x
 
 CLI: ``python -m toolkit.demo --out sweep.csv [--seed N] [--small]`` writes the wide history file (and
 ``sweep.planted.json``); ``--tracker local|mlflow|wandb --tracker-arg key=value ...`` logs the runs through a
-tracker adapter instead.
+tracker adapter instead (or as well), e.g. ``--tracker local --tracker-arg path=runs/``,
+``--tracker mlflow --tracker-arg uri=sqlite:///mlflow.db --tracker-arg experiment=demo`` or
+``--tracker wandb --tracker-arg path=wandb/ --tracker-arg offline=true``. The grid can be shrunk for a quick try:
+``--lr-log2 -11,-10,-9,-8 --batch-sizes 32,64 --seeds 0 --horizons-log2 26,27 --log-every-tokens 33554432``.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import math
 import sys
@@ -254,18 +258,57 @@ def log_sweep(sweep: DemoSweep, tracker: Any, progress: bool = True) -> int:
     return len(starts)
 
 
-def build_tracker(name: str, args: Sequence[str]) -> Any:
-    """Construct ``adapters.<name>``'s tracker class from ``key=value`` strings (values cast to numbers/bools)."""
+def _tracker_kwarg(cls: Any, key: str, value: str) -> Any:
+    """Cast a ``--tracker-arg`` value by the constructor's default for ``key`` (numbers/bools when unknown).
+
+    A text argument stays text (``experiment=1e3`` names the experiment "1e3", not 1000.0); a list argument is
+    split on commas; ``none``/``null`` is None.
+    """
     from toolkit.runset import coerce_number
 
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to go by
+        return coerce_number(value)
+    param = params.get(key)
+    if param is None or param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return coerce_number(value)
+        accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        raise UserError(f"demo: --tracker-arg '{key}' is not an argument of {cls.__name__}; "
+                        f"expected one of {', '.join(accepted)}")
+    text = value.strip()
+    if text.lower() in ("none", "null"):
+        return None
+    default = param.default
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise UserError(f"demo: --tracker-arg {key}={value}: expected true or false")
+        return text.lower() in ("true", "1", "yes")
+    if isinstance(default, (int, float)):
+        number = coerce_number(text)
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise UserError(f"demo: --tracker-arg {key}={value}: expected a number")
+        if isinstance(default, float):
+            return float(number)
+        return int(number) if isinstance(number, float) and number.is_integer() else number
+    if isinstance(default, (list, tuple)):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(default, str) or default is None:
+        return value  # text: a path, a URI, a name
+    return coerce_number(value)
+
+
+def build_tracker(name: str, args: Sequence[str]) -> Any:
+    """Construct ``adapters.<name>``'s tracker class from ``key=value`` strings (cast by the constructor's defaults)."""
     if name not in TRACKERS:
         raise UserError(f"demo: unknown tracker '{name}'; expected one of {', '.join(TRACKERS)}")
-    kwargs: dict[str, Any] = {}
+    pairs: list[tuple[str, str]] = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise UserError(f"demo: --tracker-arg '{arg}' should look like key=value")
-        kwargs[key.strip()] = coerce_number(value)
+        pairs.append((key.strip(), value))
     module_name, _, cls_name = TRACKERS[name].rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -273,7 +316,57 @@ def build_tracker(name: str, args: Sequence[str]) -> Any:
         if exc.name and module_name.startswith(exc.name):
             raise UserError(f"demo: tracker '{name}' is not available (no module {module_name})") from None
         raise
-    return getattr(module, cls_name)(**kwargs)
+    cls = getattr(module, cls_name)
+    kwargs = {key: _tracker_kwarg(cls, key, value) for key, value in pairs}
+    return cls(**kwargs)
+
+
+def _number_list(text: str, cast: Any, what: str) -> list:
+    """Parse a comma-separated list of numbers for a CLI option (a UserError naming the option if malformed)."""
+    try:
+        values = [cast(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"demo: {what} '{text}' should be a comma-separated list of numbers") from None
+    if not values:
+        raise UserError(f"demo: {what} is empty")
+    return values
+
+
+def sweep_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
+    """``make_lr_bs_sweep`` keyword arguments from the CLI options (``--small`` first, then each option given)."""
+    kwargs: dict[str, Any] = dict(lr_log2=SMALL_LR_LOG2, log_every_tokens=2**25) if ns.small else {}
+    if ns.lr_log2 is not None:
+        kwargs["lr_log2"] = _number_list(ns.lr_log2, float, "--lr-log2")
+    if ns.batch_sizes is not None:
+        kwargs["batch_sizes"] = _number_list(ns.batch_sizes, int, "--batch-sizes")
+    if ns.seeds is not None:
+        kwargs["seeds"] = _number_list(ns.seeds, int, "--seeds")
+    if ns.horizons_log2 is not None:
+        kwargs["horizons_log2"] = _number_list(ns.horizons_log2, int, "--horizons-log2")
+    if ns.log_every_tokens is not None:
+        kwargs["log_every_tokens"] = ns.log_every_tokens
+    if ns.seq_len is not None:
+        kwargs["seq_len"] = ns.seq_len
+    if ns.n_diverged is not None:
+        kwargs["n_diverged"] = ns.n_diverged
+    return kwargs
+
+
+LIST_OPTIONS = ("--lr-log2", "--batch-sizes", "--seeds", "--horizons-log2")
+
+
+def _join_list_values(argv: list[str]) -> list[str]:
+    """``--lr-log2 -11,-10`` -> ``--lr-log2=-11,-10``: argparse would take a value starting with '-' for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in LIST_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1][1:2].isdigit():
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,15 +375,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="write the wide history here (.csv or .parquet) plus <stem>.planted.json")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the noise (default 0)")
     parser.add_argument("--small", action="store_true", help="the small sweep shipped as the bundled example")
+    parser.add_argument("--lr-log2", metavar="LIST", help="log2 learning rates, comma-separated (e.g. -11,-10,-9)")
+    parser.add_argument("--batch-sizes", metavar="LIST", help="batch sizes, comma-separated (default 32,64,128,256)")
+    parser.add_argument("--seeds", metavar="LIST", help="seeds, comma-separated (default 0,1)")
+    parser.add_argument("--horizons-log2", metavar="LIST",
+                        help="log2 token horizons, comma-separated (default 26,27,28,29,30)")
+    parser.add_argument("--log-every-tokens", type=int, metavar="N", help="tokens between logged steps (default 2^23)")
+    parser.add_argument("--seq-len", type=int, metavar="N", help="tokens per sequence (default 1024)")
+    parser.add_argument("--n-diverged", type=int, metavar="N", help="runs that diverge (default 2)")
     parser.add_argument("--tracker", choices=sorted(TRACKERS), help="log the runs through this tracker adapter")
     parser.add_argument("--tracker-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="constructor argument of the tracker (repeat), e.g. path=runs/ or uri=http://...")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while logging")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_args(_join_list_values(sys.argv[1:] if argv is None else list(argv)))
     if not ns.out and not ns.tracker:
         parser.error("give --out PATH and/or --tracker NAME")
     try:
-        sweep = make_lr_bs_sweep(ns.seed, lr_log2=SMALL_LR_LOG2, log_every_tokens=2**25) if ns.small else make_lr_bs_sweep(ns.seed)
+        sweep = make_lr_bs_sweep(ns.seed, **sweep_kwargs(ns))
         n_runs = sweep.history["run_name"].nunique()
         if ns.out:
             path = sweep.write(ns.out)
@@ -300,7 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logged = log_sweep(sweep, tracker, progress=not ns.no_progress)
             print(f"logged {logged} runs through {ns.tracker}")
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from toolkit.secrets import scrub
+
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
         return 2
     return 0
 
