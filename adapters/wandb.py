@@ -18,32 +18,14 @@ import pandas as pd
 
 from adapters import wandb_offline as offline
 from adapters import wandb_online as online
+from toolkit.cache import HistoryCache
 from toolkit.errors import UserError, require_extra
+from toolkit.progress import progress_bar
 from toolkit.runset import RUN_COLUMNS, Selection
 from toolkit.secrets import scrub
 
-try:  # written in parallel with this adapter; the adapter works without them
-    from toolkit.cache import HistoryCache
-except ImportError:  # pragma: no cover
-    HistoryCache = None  # type: ignore[assignment,misc]
-try:
-    from toolkit.progress import progress_bar
-except ImportError:  # pragma: no cover
-    progress_bar = None  # type: ignore[assignment]
-
 log = logging.getLogger(__name__)
 _SELECTION_FIELDS = {"name_regex", "config", "state", "tags", "run_ids"}
-
-
-def _bar(total: int | None, desc: str, enabled: bool) -> Any:
-    """A progress bar (toolkit.progress when present, else tqdm silenced off a terminal)."""
-    if progress_bar is not None:
-        return progress_bar(total, desc, enabled)
-    import sys
-
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="run", leave=False, disable=not enabled or not sys.stderr.isatty())
 
 
 class WandbTracker:
@@ -147,7 +129,7 @@ class WandbTracker:
         rows: dict[str, dict[str, Any]] = {}
         self._offline_runs = {}
         files = offline.find_run_files(self.path or ".")
-        with _bar(len(files), "reading W&B run files", self._progress) as bar:
+        with progress_bar(len(files), "reading W&B run files", self._progress) as bar:
             for file in files:
                 bar.update(1)
                 try:
@@ -184,7 +166,7 @@ class WandbTracker:
             if unknown:
                 raise UserError(f"W&B: no run file for run id(s) {', '.join(unknown[:5])} under '{self.path}'")
         frames = []
-        with _bar(len(run_ids), "reading W&B histories", self._progress) as bar:
+        with progress_bar(len(run_ids), "reading W&B histories", self._progress) as bar:
             for run_id in run_ids:
                 frame = offline.history_frame(self._offline_runs[run_id], keys)
                 frame.insert(0, "run_id", run_id)
@@ -221,7 +203,7 @@ class WandbTracker:
             paginator = online.with_retries(lambda: api.runs(path, **kwargs), f"listing runs of {path}",
                                              self.retries, self.backoff, self.max_backoff)
             found: list[Any] = []
-            with _bar(None, f"listing W&B runs of {path}", self._progress) as bar:
+            with progress_bar(None, f"listing W&B runs of {path}", self._progress) as bar:
                 def load_all() -> list[Any]:
                     found.clear()
                     for run in paginator:  # re-iterating resumes after the pages already loaded
@@ -269,7 +251,7 @@ class WandbTracker:
         cache = self._cache()
         frames: dict[str, pd.DataFrame] = {}
         workers = max(1, min(self.max_workers, len(run_ids)))
-        with _bar(len(run_ids), "fetching W&B histories", self._progress) as bar, \
+        with progress_bar(len(run_ids), "fetching W&B histories", self._progress) as bar, \
                 ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wandb-history") as pool:
             futures = {pool.submit(self._fetch_run, self._online_runs[r], keys, cache): r for r in run_ids}
             for future in as_completed(futures):
@@ -283,7 +265,7 @@ class WandbTracker:
         return out
 
     def _cache(self) -> Any:
-        if HistoryCache is None or not self._cache_settings or self.sample:
+        if not self._cache_settings or self.sample:
             return None
         try:
             return HistoryCache.from_settings(self._cache_settings, self.name, self.run_path)
