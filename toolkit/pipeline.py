@@ -63,7 +63,8 @@ def build_table(cfg: DictConfig, warnings: list[str]) -> pd.DataFrame:
     """Run the configured recipe on the tracker's runs and return its Table."""
     recipe_params = _container(cfg.recipe)
     recipe = _import(recipe_params.pop("module"), "recipe")
-    if getattr(recipe, "NEEDS_TRACKER", True):
+    needs_tracker = getattr(recipe, "needs_tracker", None)
+    if needs_tracker(recipe_params) if callable(needs_tracker) else getattr(recipe, "NEEDS_TRACKER", True):
         runset = load_runset(cfg, recipe.metric_keys(recipe_params))
         warnings.extend(runset.warnings)
     else:

@@ -1,0 +1,266 @@
+"""Approach 2: IsoFLOP minima. Per budget, each model's loss at exactly that compute, the minimum over N, power laws.
+
+Following Porian et al. (2024): a model's loss at budget C is interpolated linearly in (log C, log L) along its own
+curve (no extrapolation); the minimum over N is found by Akima interpolation in (log N, log L) evaluated on a grid of
+``(k - 1) * grid_multiplier`` log-spaced sizes (k: the models at that budget), and a minimum on the grid's first or
+last point is rejected (it sits on the edge of the sizes trained). D* is found the same way along log D. A bootstrap
+(per-point noise on the losses, or resampling the models) gives each log N* a spread; the power laws N* ~ C^a and
+D* ~ C^b are fitted with weights 1/sd^2, and their 95% CIs are the percentiles of the same fit on every bootstrap
+replicate.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.interpolate import Akima1DInterpolator
+
+from analyses.scaling_laws.approach1 import PowerLaw, fit_power_law
+
+
+def curves(table: pd.DataFrame, curve_by: Sequence[str] = ("N",)) -> list[dict[str, np.ndarray | float]]:
+    """One curve per ``curve_by`` group: N and sorted log C, log D, log L (duplicated C values averaged)."""
+    out = []
+    for _, group in table.groupby(list(curve_by), sort=True):
+        g = group.groupby("C", sort=True).agg(N=("N", "first"), D=("D", "mean"), loss=("loss", "mean")).reset_index()
+        out.append({"N": float(g["N"].iloc[0]), "log_c": np.log(g["C"].to_numpy(float)),
+                    "log_d": np.log(g["D"].to_numpy(float)), "log_l": np.log(g["loss"].to_numpy(float))})
+    return out
+
+
+def at_budget(curve_list: list[dict], budget: float, tolerance: float = 0.0, max_gap: float | None = None) -> pd.DataFrame:
+    """Each curve's (N, D, loss) at compute ``budget``, min loss per N.
+
+    Linear interpolation in (log C, log L) between the curve's two neighbouring points; a budget up to ``tolerance``
+    (relative) past the curve's first or last point takes that point's loss (no extrapolation); with ``max_gap``, a
+    curve counts only when one of its points lies within that relative distance of the budget (Porian et al.:
+    ``tolerance = max_gap = 0.1``).
+    """
+    lb = np.log(budget)
+    slack = np.log1p(tolerance) if tolerance > 0 else 0.0
+    gap = np.log1p(max_gap) if max_gap is not None else np.inf
+    rows = []
+    for cv in curve_list:
+        lc = cv["log_c"]
+        if lb < lc[0] - slack - 1e-12 or lb > lc[-1] + slack + 1e-12:
+            continue
+        if np.min(np.abs(lc - lb)) > gap + 1e-12:
+            continue
+        x = min(max(lb, lc[0]), lc[-1])
+        rows.append({"N": cv["N"], "D": float(np.exp(np.interp(x, lc, cv["log_d"]))) * np.exp(lb - x),
+                     "loss": float(np.exp(np.interp(x, lc, cv["log_l"])))})
+    frame = pd.DataFrame(rows, columns=["N", "D", "loss"])
+    if len(frame):
+        frame = frame.loc[frame.groupby("N")["loss"].idxmin()].sort_values("N").reset_index(drop=True)
+    return frame
+
+
+def budget_range(curve_list: list[dict], min_models: int = 3) -> tuple[float, float] | None:
+    """The lowest and highest compute that at least ``min_models`` distinct N reach (None if none)."""
+    spans: dict[float, list[float]] = {}
+    for cv in curve_list:
+        lo, hi = spans.get(cv["N"], [np.inf, -np.inf])
+        spans[cv["N"]] = [min(lo, cv["log_c"][0]), max(hi, cv["log_c"][-1])]
+    if len(spans) < min_models:
+        return None
+    lows = np.array([s[0] for s in spans.values()])
+    highs = np.array([s[1] for s in spans.values()])
+    points = np.unique(np.concatenate([lows, highs]))
+    coverage = ((lows[None, :] <= points[:, None] + 1e-12) & (highs[None, :] >= points[:, None] - 1e-12)).sum(axis=1)
+    good = points[coverage >= min_models]
+    if not len(good):
+        return None
+    return float(np.exp(good.min())), float(np.exp(good.max()))
+
+
+def choose_budgets(curve_list: list[dict], budgets: Sequence[float] | None, n_budgets: int = 12,
+                   min_models: int = 3) -> np.ndarray:
+    """The explicit budgets, or ``n_budgets`` log-spaced ones within the range that >= min_models models reach."""
+    if budgets:
+        return np.sort(np.asarray(list(budgets), float))
+    span = budget_range(curve_list, min_models)
+    if span is None:
+        return np.empty(0)
+    lo, hi = span
+    if hi <= lo:
+        return np.array([lo])
+    # a hair inside the range, so the end budgets are not lost to rounding at the curves' first/last points
+    return np.exp(np.linspace(np.log(lo) + 1e-9, np.log(hi) - 1e-9, n_budgets))
+
+
+def akima_minimum(x: np.ndarray, y: np.ndarray, grid_multiplier: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """argmin of the Akima interpolant of y(x) on a grid of (k-1)*multiplier points; y (k,) or (k, B).
+
+    Returns (x*, y*) with NaN where the minimum is on the grid's first or last point (the edge).
+    """
+    y2 = y.reshape(len(x), -1)
+    grid = np.linspace(x[0], x[-1], max((len(x) - 1) * grid_multiplier, 3))
+    values = Akima1DInterpolator(x, y2, axis=0)(grid)
+    idx = np.nanargmin(np.where(np.isfinite(values), values, np.inf), axis=0)
+    x_star = grid[idx]
+    y_star = values[idx, np.arange(values.shape[1])]
+    edge = (idx == 0) | (idx == len(grid) - 1)
+    x_star = np.where(edge, np.nan, x_star)
+    y_star = np.where(edge, np.nan, y_star)
+    return (x_star, y_star) if y.ndim > 1 else (x_star[:1], y_star[:1])
+
+
+def parabola_minimum(x: np.ndarray, y: np.ndarray, points: int | None = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex of a parabola through the ``points`` points nearest the empirical minimum (None: all points).
+
+    NaN where the empirical minimum is the first or last point, the parabola opens downwards, or the vertex falls
+    outside the points fitted.
+    """
+    y2 = y.reshape(len(x), -1)
+    k = len(x)
+    x_star = np.full(y2.shape[1], np.nan)
+    y_star = np.full(y2.shape[1], np.nan)
+    arg = np.nanargmin(y2, axis=0)
+    for i0 in np.unique(arg):
+        cols = np.flatnonzero(arg == i0)
+        if points is None or points >= k:
+            lo, hi = 0, k
+        else:
+            lo = int(min(max(i0 - points // 2, 0), k - points))
+            hi = lo + points
+        if (i0 == 0 or i0 == k - 1) and points is not None:
+            continue
+        c2, c1, c0 = np.polyfit(x[lo:hi], y2[lo:hi, cols], 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vx = -c1 / (2 * c2)
+        ok = (c2 > 0) & (vx > x[lo]) & (vx < x[hi - 1])
+        x_star[cols] = np.where(ok, vx, np.nan)
+        y_star[cols] = np.where(ok, c0 + c1 * vx + c2 * vx * vx, np.nan)
+    return (x_star, y_star) if y.ndim > 1 else (x_star[:1], y_star[:1])
+
+
+def find_minimum(x: np.ndarray, y: np.ndarray, method: str = "akima", grid_multiplier: int = 25,
+                 parabola_points: int | None = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum of log L over x (log N or log D) by the configured method; NaN where rejected."""
+    order = np.argsort(x, kind="stable")
+    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    if method == "akima":
+        return akima_minimum(x, y, grid_multiplier)
+    if method == "parabola":
+        return parabola_minimum(x, y, parabola_points)
+    raise ValueError(f"unknown minimum method '{method}' (expected akima or parabola)")
+
+
+@dataclass
+class IsoflopResult:
+    """Per-budget minima, the fitted laws and the bootstrap replicates."""
+
+    minima: pd.DataFrame
+    points: pd.DataFrame
+    fit_n: PowerLaw
+    fit_d: PowerLaw
+    a_samples: np.ndarray
+    b_samples: np.ndarray
+    line_samples: dict[str, np.ndarray] = field(default_factory=dict)
+    rejected: list[dict] = field(default_factory=list)
+
+
+def _bootstrap_minima(x: np.ndarray, loss: np.ndarray, n_boot: int, rng: np.random.Generator, mode: str,
+                      noise_std: float, method: str, grid_multiplier: int, parabola_points: int | None) -> np.ndarray:
+    """(n_boot,) minima locations of resampled or noised isoFLOP curves (NaN where rejected)."""
+    if n_boot <= 0:
+        return np.empty(0)
+    k = len(x)
+    if mode == "noise":
+        noisy = loss[:, None] + noise_std * rng.standard_normal((k, n_boot))
+        noisy = np.where(noisy > 0, noisy, np.nan)
+        return find_minimum(x, np.log(noisy), method, grid_multiplier, parabola_points)[0]
+    if mode == "resample":
+        out = np.full(n_boot, np.nan)
+        picks = np.sort(rng.integers(0, k, (n_boot, k)), axis=1)
+        for i in range(n_boot):
+            sel = np.unique(picks[i])
+            if len(sel) >= 3:
+                out[i] = find_minimum(x[sel], np.log(loss[sel]), method, grid_multiplier, parabola_points)[0][0]
+        return out
+    raise ValueError(f"unknown bootstrap mode '{mode}' (expected noise or resample)")
+
+
+def _line_samples(log_c: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted LS slope and intercept per replicate; y (budgets, B) with NaN where a replicate has no minimum."""
+    m = np.isfinite(y) & (w[:, None] > 0)
+    ww = np.where(m, w[:, None], 0.0)
+    yy = np.where(m, y, 0.0)
+    x = log_c[:, None]
+    s0, sx, sy = ww.sum(0), (ww * x).sum(0), (ww * yy).sum(0)
+    sxx, sxy = (ww * x * x).sum(0), (ww * x * yy).sum(0)
+    den = s0 * sxx - sx * sx
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (s0 * sxy - sx * sy) / den
+        intercept = (sy - slope * sx) / s0
+    bad = (m.sum(0) < 2) | ~np.isfinite(slope)
+    return np.where(bad, np.nan, slope), np.where(bad, np.nan, intercept)
+
+
+def fit_isoflop(table: pd.DataFrame, *, budgets: Sequence[float] | None = None, n_budgets: int = 12,
+                min_models: int = 3, curve_by: Sequence[str] = ("N",), tolerance: float = 0.0,
+                max_gap: float | None = None, method: str = "akima",
+                grid_multiplier: int = 25, parabola_points: int | None = 5, n_boot: int = 1000,
+                bootstrap: str = "noise", noise_std: float = 0.005, seed: int = 0, weighted: bool = True,
+                min_std_factor: float = 0.33) -> IsoflopResult:
+    """Approach 2 on a table with N, D, C, loss: per-budget minima, their bootstrap spread, power laws with CIs."""
+    rng = np.random.default_rng(seed)
+    curve_list = curves(table, curve_by)
+    chosen = choose_budgets(curve_list, budgets, n_budgets, min_models)
+    rows, point_rows, rejected = [], [], []
+    boot_n, boot_d = [], []
+    for c in chosen:
+        pts = at_budget(curve_list, float(c), tolerance, max_gap)
+        point_rows.extend({"budget": c, **r} for r in pts.to_dict("records"))
+        row = {"budget": float(c), "n_models": len(pts), "N_star": np.nan, "D_star": np.nan, "loss_star": np.nan,
+               "log_N_sd": np.nan, "log_D_sd": np.nan, "n_boot_valid": 0, "status": "ok"}
+        bn, bd = np.full(max(n_boot, 0), np.nan), np.full(max(n_boot, 0), np.nan)
+        if len(pts) < max(min_models, 3):
+            row["status"] = f"too few models ({len(pts)} < {max(min_models, 3)})"
+        else:
+            x_n, x_d, loss = np.log(pts["N"].to_numpy()), np.log(pts["D"].to_numpy()), pts["loss"].to_numpy()
+            n_star, l_star = find_minimum(x_n, np.log(loss), method, grid_multiplier, parabola_points)
+            d_star, _ = find_minimum(x_d, np.log(loss), method, grid_multiplier, parabola_points)
+            if not (np.isfinite(n_star[0]) and np.isfinite(d_star[0])):
+                row["status"] = "minimum on the edge of the sizes trained"
+            else:
+                row.update(N_star=float(np.exp(n_star[0])), D_star=float(np.exp(d_star[0])), loss_star=float(np.exp(l_star[0])))
+                if n_boot > 0:
+                    state = rng.bit_generator.state
+                    bn = _bootstrap_minima(x_n, loss, n_boot, rng, bootstrap, noise_std, method, grid_multiplier, parabola_points)
+                    rng.bit_generator.state = state  # the same noise draws for the D* minima
+                    bd = _bootstrap_minima(x_d, loss, n_boot, rng, bootstrap, noise_std, method, grid_multiplier, parabola_points)
+                    valid = np.isfinite(bn) & np.isfinite(bd)
+                    row["n_boot_valid"] = int(valid.sum())
+                    if valid.sum() < n_boot / 2:
+                        row["status"] = "unstable: over half the bootstrap minima on the edge"
+                    else:
+                        spacing_n = np.ptp(x_n) / (len(x_n) - 1)
+                        spacing_d = np.ptp(x_d) / (len(x_d) - 1)
+                        inflate = n_boot / valid.sum()
+                        row["log_N_sd"] = max(float(np.nanstd(bn[valid])), min_std_factor * spacing_n) * inflate
+                        row["log_D_sd"] = max(float(np.nanstd(bd[valid])), min_std_factor * spacing_d) * inflate
+        if row["status"] != "ok":
+            rejected.append({"budget": float(c), "reason": row["status"]})
+            bn, bd = np.full(max(n_boot, 0), np.nan), np.full(max(n_boot, 0), np.nan)
+        rows.append(row)
+        boot_n.append(bn)
+        boot_d.append(bd)
+    minima = pd.DataFrame(rows, columns=["budget", "n_models", "N_star", "D_star", "loss_star", "log_N_sd", "log_D_sd",
+                                         "n_boot_valid", "status"])
+    ok = minima["status"].eq("ok").to_numpy()
+    use_w = weighted and n_boot > 0
+    w_n = np.where(ok, 1 / minima["log_N_sd"].to_numpy(float) ** 2, 0.0) if use_w else ok.astype(float)
+    w_d = np.where(ok, 1 / minima["log_D_sd"].to_numpy(float) ** 2, 0.0) if use_w else ok.astype(float)
+    fit_n = fit_power_law(minima["budget"].to_numpy(float), minima["N_star"].to_numpy(float), np.nan_to_num(w_n))
+    fit_d = fit_power_law(minima["budget"].to_numpy(float), minima["D_star"].to_numpy(float), np.nan_to_num(w_d))
+    log_c = np.log(minima["budget"].to_numpy(float))
+    if n_boot > 0 and len(minima):
+        a_s, a_i = _line_samples(log_c, np.vstack(boot_n), np.nan_to_num(w_n))
+        b_s, b_i = _line_samples(log_c, np.vstack(boot_d), np.nan_to_num(w_d))
+    else:
+        a_s = a_i = b_s = b_i = np.empty(0)
+    points = pd.DataFrame(point_rows, columns=["budget", "N", "D", "loss"])
+    return IsoflopResult(minima, points, fit_n, fit_d, a_s, b_s, {"a_intercept": a_i, "b_intercept": b_i}, rejected)

@@ -1,0 +1,253 @@
+"""Recipe ``scaling_table``: one row per (model, checkpoint) with N, D, C, loss (plus grouping columns).
+
+Three shapes of input give the same table:
+- tracker histories, one run per model size (or several, e.g. an lr sweep): N from the run config
+  (``columns.N``), every logged step a point, D = step * tokens_per_step or a logged tokens column (``columns.D``);
+  the table keeps ``run_id`` and ``step``;
+- flat files read by ``tracker=local`` (each row a run ``row-<i>`` at step 0, its columns in ``config.*`` and the
+  numeric ones in the history): the named columns are read as they are; every row is a point, so the placeholder
+  ``run_id``/``step`` are not kept;
+- ``loader: misfitting | warmstarting | porian`` with ``path``: the seeds' public data through
+  ``toolkit.scaling_data`` (the tracker is not used; Porian et al.'s pickle only with ``allow_pickle: true``).
+C is ``columns.C`` when named, else flops_per_token * D when given, else the loader's C, else 6 N D. Rows with
+non-positive or non-finite N, D, C or loss are reported and dropped. ``best_over`` keeps, for each (N, D)
+(+ ``keep_columns``), the row with the lowest loss over the listed columns (e.g. the best peak_lr per (N, D)); the
+rows then stand for (N, D) points rather than one run's checkpoints, so ``run_id`` and ``step`` are dropped.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit import scaling_data
+from toolkit.errors import UserError
+from toolkit.runset import CONFIG_PREFIX, SUMMARY_PREFIX, RunSet
+
+DEFAULT_COLUMNS: dict[str, str | None] = {"N": "N", "D": "D", "C": None, "loss": "loss"}
+WHO = "recipe scaling_table"
+
+
+def _columns(params: Mapping[str, Any]) -> dict[str, str | None]:
+    """The source column names, defaults filled in."""
+    cols = dict(DEFAULT_COLUMNS)
+    for key, value in dict(params.get("columns") or {}).items():
+        if key not in DEFAULT_COLUMNS:
+            raise UserError(f"{WHO}: unknown recipe.columns.{key}; expected N, D, C or loss")
+        cols[key] = None if value in (None, "") else str(value)
+    return cols
+
+
+def _as_list(value: Any) -> list[str]:
+    """A config value that may be a string, a list or None, as a list of strings."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+LOADERS = ("misfitting", "warmstarting", "porian")
+
+
+def _loader(params: Mapping[str, Any]) -> str | None:
+    """The configured loader (None: read the tracker), checked."""
+    name = params.get("loader")
+    if name in (None, ""):
+        return None
+    if str(name) not in LOADERS:
+        raise UserError(f"{WHO}: unknown recipe.loader '{name}'; expected one of {', '.join(LOADERS)} or null")
+    if not params.get("path"):
+        raise UserError(f"{WHO}: recipe.loader={name} needs recipe.path=<file>")
+    return str(name)
+
+
+def needs_tracker(params: Mapping[str, Any]) -> bool:
+    """False when a loader reads the data itself (the tracker is then not read at all)."""
+    return _loader(params) is None
+
+
+def metric_keys(params: Mapping[str, Any]) -> list[str]:
+    """History keys to read: the loss, and D and C when they are named logged columns (none with a loader)."""
+    if _loader(params):
+        return []
+    cols = _columns(params)
+    keys = [cols["loss"]]
+    if cols["D"] and params.get("tokens_per_step") is None:
+        keys.append(cols["D"])
+    if cols["C"]:
+        keys.append(cols["C"])
+    return [k for k in keys if k]
+
+
+def lookup_column(frame: pd.DataFrame, name: str) -> pd.Series | None:
+    """A column by name: as it is, then as config.<name>, then summary.<name> (first one not all empty)."""
+    for candidate in (name, CONFIG_PREFIX + name, SUMMARY_PREFIX + name):
+        if candidate in frame.columns and frame[candidate].notna().any():
+            return frame[candidate]
+    for candidate in (name, CONFIG_PREFIX + name, SUMMARY_PREFIX + name):
+        if candidate in frame.columns:
+            return frame[candidate]
+    return None
+
+
+def _number(frame: pd.DataFrame, spec: Any, what: str) -> pd.Series | None:
+    """A number given directly, or the name of a column holding it (per row)."""
+    if spec is None or spec == "":
+        return None
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return pd.Series(float(spec), index=frame.index)
+    series = lookup_column(frame, str(spec))
+    if series is None:
+        raise UserError(f"{WHO}: recipe.{what}='{spec}' is neither a number nor a column; columns: {_have(frame)}")
+    return _numeric(series)
+
+
+def _numeric(series: pd.Series) -> pd.Series:
+    """Numbers as floats (big integers and numeric strings included); anything else NaN."""
+    return pd.to_numeric(series, errors="coerce").astype(float)
+
+
+def _have(frame: pd.DataFrame) -> str:
+    """The column names of a frame, for error messages (config./summary. prefixes kept)."""
+    names = [str(c) for c in frame.columns]
+    return ", ".join(names[:40]) + (" ..." if len(names) > 40 else "") if names else "(none)"
+
+
+def _required(frame: pd.DataFrame, name: str | None, key: str, hint: str) -> pd.Series:
+    """A required numeric column, or a one-line error naming it and what is there."""
+    series = lookup_column(frame, name) if name else None
+    if series is None:
+        raise UserError(f"{WHO}: no column '{name}' for {key} (set recipe.columns.{key}{hint}); columns: {_have(frame)}")
+    return _numeric(series)
+
+
+def table_from_frame(frame: pd.DataFrame, params: Mapping[str, Any], warn: Callable[[str], None],
+                     *, from_history: bool = False, keep_run_columns: bool = True,
+                     default_c: str | None = None) -> pd.DataFrame:
+    """The scaling table of a flat frame (a CSV read with pandas, or a RunSet's history joined with its runs).
+
+    ``default_c``: a column of the frame used for C when neither ``columns.C`` nor ``flops_per_token`` is set
+    (a loader's C); ``keep_run_columns``: carry ``run_id`` and ``step`` over (not for one-point-per-row tables).
+    """
+    cols = _columns(params)
+    keep = _as_list(params.get("keep_columns"))
+    best_over = _as_list(params.get("best_over"))
+    out = pd.DataFrame(index=frame.index)
+    out["loss"] = _required(frame, cols["loss"], "loss", "=<loss column>")
+    out["N"] = _required(frame, cols["N"], "N", "=<config key with the parameter count>")
+    tokens_per_step = _number(frame, params.get("tokens_per_step"), "tokens_per_step")
+    d_series = lookup_column(frame, cols["D"]) if cols["D"] else None
+    if d_series is not None and _numeric(d_series).notna().any() and tokens_per_step is None:
+        out["D"] = _numeric(d_series)
+    elif tokens_per_step is not None:
+        if "step" not in frame.columns:
+            raise UserError(f"{WHO}: recipe.tokens_per_step needs a step column; columns: {_have(frame)}")
+        out["D"] = _numeric(frame["step"]) * tokens_per_step
+    else:
+        raise UserError(f"{WHO}: no column '{cols['D']}' for D; set recipe.columns.D=<tokens column> or "
+                        f"recipe.tokens_per_step=<tokens per step or config key>; columns: {_have(frame)}")
+    flops_per_token = _number(frame, params.get("flops_per_token"), "flops_per_token")
+    if cols["C"]:
+        out["C"] = _required(frame, cols["C"], "C", "=<compute column> or null to derive it")
+    elif flops_per_token is not None:
+        out["C"] = out["D"] * flops_per_token
+    elif default_c is not None and default_c in frame.columns:
+        out["C"] = _numeric(frame[default_c])
+    else:
+        out["C"] = 6.0 * out["N"] * out["D"]
+    for name in ("run_id", "step"):
+        if name in frame.columns and keep_run_columns:
+            out[name] = frame[name].to_numpy()
+    for name in dict.fromkeys(keep + best_over):
+        series = lookup_column(frame, name)
+        if series is None:
+            raise UserError(f"{WHO}: no column '{name}' (named in recipe.keep_columns or recipe.best_over); columns: {_have(frame)}")
+        out[name] = series.to_numpy()
+    if from_history:
+        out = out[out["loss"].notna()]  # steps where another metric was logged, not the loss
+    out = _drop_bad_rows(out, warn)
+    if best_over:
+        out = best_rows(out, keys=["N", "D", *keep], warn=warn)
+        out = out.drop(columns=[c for c in ("run_id", "step") if c in out.columns and c not in keep + best_over])
+    return out.reset_index(drop=True)
+
+
+def _drop_bad_rows(table: pd.DataFrame, warn: Callable[[str], None]) -> pd.DataFrame:
+    """Drop (and report, with a count and examples) rows whose N, D, C or loss is not a positive finite number."""
+    values = table[["N", "D", "C", "loss"]].to_numpy(float)
+    bad_cells = ~np.isfinite(values) | (values <= 0)
+    bad = bad_cells.any(axis=1)
+    if bad.any():
+        examples = []
+        for pos in np.flatnonzero(bad)[:3]:
+            label = table["run_id"].iloc[pos] if "run_id" in table.columns else table.index[pos]
+            step = f" step {table['step'].iloc[pos]}" if "step" in table.columns else ""
+            cells = ", ".join(f"{c}={values[pos, j]:g}" for j, c in enumerate(("N", "D", "C", "loss")) if bad_cells[pos, j])
+            examples.append(f"{label}{step} ({cells})")
+        warn(f"{WHO}: dropped {int(bad.sum())} of {len(table)} rows with non-positive or non-finite N, D, C or loss, "
+             f"e.g. {'; '.join(examples)}")
+    return table.loc[~bad]
+
+
+def best_rows(table: pd.DataFrame, keys: Sequence[str], warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """For each combination of ``keys`` (e.g. N, D), the row with the lowest loss."""
+    if not len(table):
+        return table
+    grouped = table.groupby(list(keys), sort=True, dropna=False)["loss"]
+    best = table.loc[grouped.idxmin()].sort_values(list(keys), kind="stable")
+    if warn is not None and len(best) < len(table):
+        warn(f"{WHO}: kept the lowest-loss row of each ({', '.join(keys)}): {len(best)} of {len(table)} rows")
+    return best
+
+
+def joined_history(runset: RunSet) -> pd.DataFrame:
+    """The history with each run's config and summary columns attached."""
+    history = runset.history.copy()
+    runs = runset.runs.copy()
+    history["run_id"] = history["run_id"].astype(str)
+    runs["run_id"] = runs["run_id"].astype(str)
+    extra = [c for c in runs.columns if c == "run_id" or c not in history.columns]
+    return history.merge(runs[extra], on="run_id", how="left")
+
+
+def _one_point_per_run(history: pd.DataFrame) -> bool:
+    """True for flat tables and W&B exports: every run has a single row, at step 0."""
+    if not len(history) or "step" not in history.columns:
+        return False
+    steps = pd.to_numeric(history["step"], errors="coerce")
+    return bool(history["run_id"].is_unique and (steps.fillna(0) == 0).all())
+
+
+def load_source(params: Mapping[str, Any]) -> tuple[pd.DataFrame, bool]:
+    """The frame of ``recipe.loader`` and whether it holds per-run curves (run_id, step)."""
+    name = _loader(params)
+    path = str(params["path"])
+    options = dict(params.get("loader_options") or {})
+    try:
+        if name == "misfitting":
+            return scaling_data.load_misfitting(path, **options), False
+        if name == "warmstarting":
+            return scaling_data.load_warmstarting(path, **options), False
+        options.setdefault("allow_pickle", bool(params.get("allow_pickle", False)))
+        return scaling_data.load_porian(path, **options), True
+    except TypeError as exc:  # an unknown loader option
+        raise UserError(f"{WHO}: recipe.loader_options for {name}: {exc}") from None
+
+
+def build(runset: RunSet, params: dict[str, Any], warn: Callable[[str], None]) -> pd.DataFrame:
+    """The scaling table of a RunSet (tracker histories or a flat file read by tracker=local), or of the file
+    ``recipe.path`` read by ``recipe.loader`` (the RunSet is then ignored)."""
+    if _loader(params):
+        frame, curves = load_source(params)
+        table = table_from_frame(frame, params, warn, keep_run_columns=curves, default_c="C")
+    else:
+        if not len(runset.history):
+            raise UserError(f"{WHO}: the tracker returned no history rows (check tracker.path and tracker.select)")
+        points = _one_point_per_run(runset.history)  # a flat table: a row without a loss is a bad row, not a gap
+        table = table_from_frame(joined_history(runset), params, warn, from_history=not points, keep_run_columns=not points)
+    if not len(table):
+        raise UserError(f"{WHO}: no rows with positive finite N, D, C and loss are left")
+    return table
