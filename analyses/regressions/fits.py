@@ -118,9 +118,10 @@ def fit_lr_vs_bs_horizon(minima: pd.DataFrame, weighted: bool = True, fixed: dic
 def fit_per_horizon_intercepts(minima: pd.DataFrame, weighted: bool = True) -> LinearFit:
     """log2 lr* = alpha log2 bs + gamma_h (one intercept per horizon, SEs from the joint covariance)."""
     horizons = np.sort(minima["horizon"].unique())
-    design = pd.DataFrame({"alpha": np.log2(minima["bs"].to_numpy(float))})
+    columns = {"alpha": np.log2(minima["bs"].to_numpy(float))}
     for h in horizons:
-        design[f"gamma_h{np.log2(h):g}"] = (minima["horizon"].to_numpy() == h).astype(float)
+        columns[f"gamma_h{np.log2(h):g}"] = (minima["horizon"].to_numpy() == h).astype(float)
+    design = pd.DataFrame(columns)
     return fit_linear(design, np.log2(minima["lr"].to_numpy(float)), minima_weights(minima) if weighted else None)
 
 

@@ -73,6 +73,8 @@ def top1_vs_baseline(table: pd.DataFrame, horizons: Sequence[float], bs: float |
 
 def norm_vs_horizon(table: pd.DataFrame, pairs: Sequence[Sequence[float]] | None = None, max_pairs: int = 6) -> pd.DataFrame:
     """Mean output norm per horizon for chosen (lr, bs) pairs (nearest grid values); default: the pairs nearest the median lr."""
+    if "output_norm" not in table.columns:
+        return pd.DataFrame(columns=["lr", "bs", "horizon", "output_norm"])
     frame = table.dropna(subset=["output_norm"])
     if frame.empty:
         return pd.DataFrame(columns=["lr", "bs", "horizon", "output_norm"])

@@ -1,0 +1,87 @@
+"""Recipe lr_table: a flat table of checkpoints (one row per run and point) -> the sweep Table that minima reads.
+
+For sweeps logged outside a tracker's step histories, e.g. the (Mis)Fitting survey's CSV (model, peak_lr, D, loss):
+``columns`` names the source columns of lr, horizon (tokens), loss and the second sweep axis that lands in the
+``bs`` column (a batch size, or e.g. the model size N; null: a single value, 1). Rows with the same
+(keep_columns, bs, lr, horizon) are reduced to one: ``min`` keeps the lowest loss (a point reached by several runs,
+e.g. checkpoints of runs with different schedules, as scaling surveys do), ``mean`` averages them.
+Each (keep_columns, bs, lr) becomes one run, so a bootstrap over runs has nothing to resample here.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit.errors import UserError
+from toolkit.recipes.scaling_table import joined_history, lookup_column
+from toolkit.runset import RunSet
+
+WHO = "recipe lr_table"
+AXES = ("lr", "horizon", "loss", "bs", "output_norm")
+REDUCERS = ("min", "mean")
+
+
+def metric_keys(params: Mapping[str, Any]) -> None:
+    """Every numeric column: the named ones may be history keys or config values."""
+    return None
+
+
+def _column(frame: pd.DataFrame, name: str | None, axis: str, required: bool) -> pd.Series | None:
+    series = lookup_column(frame, str(name)) if name else None
+    if series is None and required:
+        names = ", ".join(str(c) for c in frame.columns[:40])
+        raise UserError(f"{WHO}: no column '{name}' for {axis} (set recipe.columns.{axis}); columns: {names}")
+    return None if series is None else pd.to_numeric(series, errors="coerce").astype(float)
+
+
+def build(runset: RunSet, params: dict[str, Any], warn: Callable[[str], None]) -> pd.DataFrame:
+    """The Table ``run_id, name, lr, bs, horizon, train_loss[, output_norm], <keep_columns>`` of a flat table."""
+    if not len(runset.history):
+        raise UserError(f"{WHO}: the tracker returned no rows (check tracker.path and tracker.select)")
+    columns = {axis: (params.get("columns") or {}).get(axis, axis if axis != "bs" else None) for axis in AXES}
+    unknown = set(params.get("columns") or {}) - set(AXES)
+    if unknown:
+        raise UserError(f"{WHO}: unknown recipe.columns {sorted(unknown)}; expected some of {', '.join(AXES)}")
+    reduce = str(params.get("reduce", "min"))
+    if reduce not in REDUCERS:
+        raise UserError(f"{WHO}: recipe.reduce='{reduce}'; expected one of {', '.join(REDUCERS)}")
+    frame = joined_history(runset)
+    keep = [str(c) for c in params.get("keep_columns") or []]
+    table = pd.DataFrame(index=frame.index)
+    for col in keep:
+        series = lookup_column(frame, col)
+        if series is None:
+            raise UserError(f"{WHO}: recipe.keep_columns: no column '{col}'")
+        table[col] = series.to_numpy()
+    table["lr"] = _column(frame, columns["lr"], "lr", True)
+    bs = _column(frame, columns["bs"], "bs", True) if columns["bs"] else None
+    table["bs"] = 1.0 if bs is None else bs
+    table["horizon"] = _column(frame, columns["horizon"], "horizon", True)
+    table["train_loss"] = _column(frame, columns["loss"], "loss", True)
+    norm = _column(frame, columns["output_norm"], "output_norm", False)
+    if norm is not None:
+        table["output_norm"] = norm
+    values = table[["lr", "bs", "horizon"]].to_numpy(float)
+    bad = ~(np.isfinite(values) & (values > 0)).all(axis=1) | ~np.isfinite(table["train_loss"].to_numpy(float))
+    if bad.any():
+        first = frame.iloc[int(np.flatnonzero(bad)[0])]
+        warn(f"{WHO}: dropped {int(bad.sum())} of {len(table)} rows with a missing, non-positive or non-finite lr, bs, "
+             f"horizon or loss (first: run '{first.get('run_id', '?')}')")
+        table = table[~bad]
+    if not len(table):
+        raise UserError(f"{WHO}: no rows with positive lr, bs, horizon and a finite loss are left")
+    keys = [*keep, "bs", "lr", "horizon"]
+    if reduce == "min":
+        reduced = table.loc[table.groupby(keys, sort=True, dropna=False)["train_loss"].idxmin()]
+    else:
+        reduced = table.groupby(keys, sort=True, dropna=False, as_index=False).mean(numeric_only=True)
+    if len(reduced) < len(table):
+        warn(f"{WHO}: {len(table)} rows reduced to {len(reduced)} points, one per ({', '.join(keys)}) ({reduce} loss)")
+    run = reduced[[*keep, "bs", "lr"]].astype(str).agg("/".join, axis=1) if keep else \
+        "bs=" + reduced["bs"].map("{:g}".format) + "/lr=" + reduced["lr"].map("{:g}".format)
+    reduced = reduced.assign(run_id=run.to_numpy(), name=run.to_numpy(), step=0)
+    order = ["run_id", "name", "lr", "bs", "horizon", "step", "train_loss", *(["output_norm"] if norm is not None else []), *keep]
+    return reduced[order].sort_values([*keep, "bs", "lr", "horizon"], kind="stable").reset_index(drop=True)
