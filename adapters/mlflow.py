@@ -2,12 +2,19 @@
 
 Histories are read by one of three paths, chosen by ``fast_path`` ("auto" picks from the URI):
 
-- ``sql``: a SQL backend store (``sqlite:///...``, ``postgresql://...``) read directly and read-only;
+- ``sql``: a SQL backend store (``sqlite:///...``, ``postgresql://...``) read directly and read-only
+  (``adapters.mlflow_sql``: sqlite is read with points aggregated in SQLite and parsed by numpy, exactly, in
+  parallel parts; a sqlite store without a filter string is also *listed* in SQL, so mlflow is not even imported);
 - ``rest``: a tracking server (``http(s)://...``) through its bulk history endpoint, in parallel chunks that
   stay below its 25,000-points-per-response cap (a full answer is split further, never trusted);
 - ``client``: ``MlflowClient.get_metric_history`` per run and key (any URI; the slow fallback).
 
-All paths return the same RunSet. Runs are listed with ``MlflowClient.search_runs``, page by page.
+All paths return the same RunSet. Runs are otherwise listed with ``MlflowClient.search_runs``, page by page. Each
+run's history is cached per key set (``toolkit.cache``) against a version made of its status, end time and latest
+metric timestamps/steps; a changed (running) run is fetched only from the earliest last cached step of its keys.
+
+Write side: ``start_run`` creates the experiment when missing; a new experiment in a sqlite store keeps its
+artifacts beside the database (``<store folder>/mlruns/<experiment>``) rather than in the current folder.
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import pandas as pd
 
 from adapters.mlflow_rest import BULK_CAP, RestSource, ServerError
 from adapters.mlflow_sql import SqlSource, long_frame, sql_scheme, sqlite_path
-from toolkit.cache import HistoryCache
+from toolkit.cache import HistoryCache, safe_name
 from toolkit.errors import UserError, require_extra
 from toolkit.progress import progress_bar
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
@@ -93,7 +100,8 @@ class MlflowTracker:
 
     def __init__(self, uri: str | None = None, experiment: str | None = None, filter_string: str | None = None,
                  fast_path: str = "auto", max_workers: int = 8, retries: int = 3, backoff: float = 0.5,
-                 timeout: float = 30.0, bulk_cap: int = BULK_CAP, sql_chunk: int = 200, flush_every: int = 100):
+                 timeout: float = 30.0, bulk_cap: int = BULK_CAP, sql_chunk: int = 200, flush_every: int = 100,
+                 artifact_root: str | None = None):
         self.uri = normalize_uri(uri)
         self.experiment = None if experiment in (None, "") else str(experiment)
         self.filter_string = (filter_string or "").strip()
@@ -114,6 +122,7 @@ class MlflowTracker:
         self.bulk_cap = int(bulk_cap)
         self.sql_chunk = int(sql_chunk)
         self.flush_every = max(int(flush_every), 1)
+        self.artifact_root = str(artifact_root) if artifact_root not in (None, "") else None
         self.warnings: list[str] = []
         self.stats: Counter = Counter()
         self._cache_settings: dict[str, Any] = {}
@@ -177,8 +186,22 @@ class MlflowTracker:
             raise UserError(f"tracker.uri: no MLflow database at {sqlite_path(self.uri)} (from '{scrub(self.uri)}')")
 
     # ---------------------------------------------------------------- read side: runs
+    def _direct_sqlite(self) -> bool:
+        """Whether experiments and runs come straight from a sqlite store (no filter string to evaluate): fast, and
+        without importing mlflow at all."""
+        return self.fast_path == "sql" and self.uri.startswith("sqlite:///") and not self.filter_string
+
     def _experiment_id(self) -> str:
         """Resolve the experiment name (or id); an unknown one lists those that exist."""
+        if self._direct_sqlite():
+            source = SqlSource(self.uri, stats=self.stats)
+            try:
+                found, names = self._retrying(lambda: source.experiment(self.experiment))
+            finally:
+                source.close()
+            if found is not None:
+                return found
+            self._unknown_experiment(names)
         client = self._client
         exp = None
         if self.experiment is not None:
@@ -187,11 +210,13 @@ class MlflowTracker:
                 with contextlib.suppress(Exception):
                     exp = client.get_experiment(self.experiment)
         if exp is None or getattr(exp, "lifecycle_stage", "active") == "deleted":
-            names = self._experiment_names()
-            shown = ", ".join(names[:30]) + (f" (+{len(names) - 30} more)" if len(names) > 30 else "")
-            what = f"no experiment '{self.experiment}'" if self.experiment else "tracker.experiment is not set"
-            raise UserError(f"mlflow: {what} at {scrub(self.uri)}; experiments: {shown or '(none)'}")
+            self._unknown_experiment(self._experiment_names())
         return exp.experiment_id
+
+    def _unknown_experiment(self, names: list[str]) -> None:
+        shown = ", ".join(names[:30]) + (f" (+{len(names) - 30} more)" if len(names) > 30 else "")
+        what = f"no experiment '{self.experiment}'" if self.experiment else "tracker.experiment is not set"
+        raise UserError(f"mlflow: {what} at {scrub(self.uri)}; experiments: {shown or '(none)'}")
 
     def _experiment_names(self) -> list[str]:
         names: list[str] = []
@@ -238,6 +263,8 @@ class MlflowTracker:
         return selection.apply(table)
 
     def _search(self, exp_id: str, filter_string: str) -> list:
+        if self._direct_sqlite():
+            return self._search_sqlite(exp_id)
         runs: list = []
         token = None
         with progress_bar(None, "listing mlflow runs", self._progress) as bar:
@@ -250,6 +277,17 @@ class MlflowTracker:
                 token = page.token
                 if not token or not len(page):
                     return runs
+
+    def _search_sqlite(self, exp_id: str) -> list:
+        """All active runs of the experiment straight from a sqlite store (no filter string to evaluate)."""
+        source = SqlSource(self.uri, stats=self.stats)
+        try:
+            with progress_bar(None, "listing mlflow runs", self._progress) as bar:
+                runs = self._retrying(lambda: source.list_runs(exp_id))
+                bar.update(len(runs))
+            return runs
+        finally:
+            source.close()
 
     @staticmethod
     def _run_row(run: Any) -> tuple[dict[str, Any], _RunMeta]:
@@ -288,7 +326,7 @@ class MlflowTracker:
     # ---------------------------------------------------------------- read side: histories
     def _source(self) -> Any:
         if self.fast_path == "sql":
-            return SqlSource(self.uri, chunk=self.sql_chunk, stats=self.stats)
+            return SqlSource(self.uri, chunk=self.sql_chunk, stats=self.stats, workers=self.max_workers)
         if self.fast_path == "rest":
             return RestSource(self.uri, workers=self.max_workers, timeout=self.timeout, cap=self.bulk_cap, stats=self.stats)
         return _ClientSource(self._client, self.max_workers, self.stats)
@@ -313,15 +351,14 @@ class MlflowTracker:
                 frames[run_id] = hit.frame
                 self.stats["cached_runs"] += 1
             elif hit is not None and hit.last_step is not None:
-                todo.append((run_id, hit.last_step, hit.frame))
+                todo.append((run_id, _resume_step(hit.frame, keys, self._meta[run_id].last_steps), hit.frame))
             else:
                 todo.append((run_id, None, None))
         if todo and keys:
             frames.update(self._fetch(todo, keys, cache))
         parts = [frames[r].assign(run_id=r) for r in run_ids if r in frames and len(frames[r])]
         if not parts:
-            return pd.DataFrame({"run_id": pd.Series(dtype=object), "step": pd.Series(dtype="int64"),
-                                 **{k: pd.Series(dtype=float) for k in keys}})
+            return _empty_wide(keys).assign(run_id=pd.Series(dtype=object))[["run_id", "step", *keys]]
         history = pd.concat(parts, ignore_index=True)[["run_id", "step", *keys]]
         return history.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
 
@@ -342,11 +379,18 @@ class MlflowTracker:
 
         def finish(run_id: str) -> None:
             wide = _to_wide(pieces.pop(run_id, []), keys)
-            if run_id in base:
-                wide = pd.concat([base[run_id], wide[wide["step"] > since[run_id]]], ignore_index=True)
+            if run_id in base:  # cached steps up to `since`, fetched ones after it
+                old = base[run_id]
+                wide = pd.concat([old[old["step"] <= since[run_id]], wide[wide["step"] > since[run_id]]],
+                                 ignore_index=True)
             done[run_id] = wide
             if cache is not None:
-                cache.save(run_id, keys, wide, self._meta[run_id].version)
+                try:
+                    cache.save(run_id, keys, wide, self._meta[run_id].version)
+                except OSError as exc:  # an unwritable cache folder must not stop the read
+                    message = f"mlflow: could not write the history cache under {cache.dir}: {_one_line(exc)}"
+                    if message not in self.warnings:
+                        self.warnings.append(message)
             bar.update(1)
 
         with self._http_settings(), progress_bar(len(run_ids), "fetching mlflow histories", self._progress) as bar:
@@ -363,7 +407,7 @@ class MlflowTracker:
                         for other in futures:
                             other.cancel()
                         raise self._fault(exc, "fetching metric histories") from None
-                    for run_id, part in frame.groupby("run_id", sort=False):
+                    for run_id, part in frame.groupby("run_id", sort=False, observed=True):
                         pieces[str(run_id)].append(part)
                     for run_id in futures[fut]:
                         pending[run_id] -= 1
@@ -375,6 +419,22 @@ class MlflowTracker:
         return done
 
     # ---------------------------------------------------------------- write side
+    def _artifact_location(self, exp_name: str) -> str | None:
+        """Where a new experiment keeps its artifacts: ``<artifact_root>/<experiment>``.
+
+        ``artifact_root`` defaults, for a sqlite store, to ``mlruns/`` beside the database file (MLflow's own default
+        is ``./mlruns`` in whatever folder the writer happens to run in); for a server or another SQL store it is
+        left to MLflow (the server's ``--default-artifact-root``).
+        """
+        root = self.artifact_root
+        if root is None and self.uri.startswith("sqlite:///"):
+            root = str(sqlite_path(self.uri).resolve().parent / "mlruns")
+        if root is None:
+            return None
+        if "://" in root or root.startswith("file:"):
+            return root.rstrip("/") + "/" + safe_name(exp_name)
+        return (Path(root).expanduser().resolve() / safe_name(exp_name)).as_uri()
+
     def start_run(self, name: str, config: Mapping[str, Any] | None = None,
                   tags: Sequence[str] | Mapping[str, str] | None = None) -> "MlflowRunWriter":
         """Create a run in the experiment (created if missing) and return its writer."""
@@ -383,7 +443,7 @@ class MlflowTracker:
         exp = client.get_experiment_by_name(exp_name)
         if exp is None:
             try:
-                exp_id = client.create_experiment(exp_name)
+                exp_id = client.create_experiment(exp_name, artifact_location=self._artifact_location(exp_name))
             except Exception:  # created meanwhile by another writer
                 exp = client.get_experiment_by_name(exp_name)
                 if exp is None:
@@ -399,18 +459,82 @@ class MlflowTracker:
         return writer
 
 
+def _resume_step(cached: pd.DataFrame, keys: Sequence[str], logged: Mapping[str, int]) -> int:
+    """The step after which a changed run is fetched again: the earliest, over the keys the run has logged, of the
+    last step cached for that key (-1 when a key has nothing cached yet, e.g. an eval metric that started late)."""
+    steps = cached["step"].to_numpy(dtype=np.int64)
+    mine = [k for k in keys if k in logged]
+    if not mine:
+        return int(steps.max()) if len(steps) else -1
+    if not len(steps) or any(k not in cached.columns for k in mine):
+        return -1
+    have = cached[mine].notna().to_numpy()
+    return int(np.where(have, steps[:, None], -1).max(axis=0).min())
+
+
+def _empty_wide(keys: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({"step": pd.Series(dtype="int64"), **{k: pd.Series(dtype=float) for k in keys}})
+
+
 def _to_wide(pieces: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
-    """Long points -> wide (step + one column per key); a key logged twice at a step keeps the newest."""
-    long = pd.concat(pieces, ignore_index=True) if pieces else long_frame([], with_nan_flag=False)
-    if long.empty:
-        return pd.DataFrame({"step": pd.Series(dtype="int64"), **{k: pd.Series(dtype=float) for k in keys}})
-    long = long.sort_values(["key", "step", "timestamp", "value"], kind="stable")
-    long = long.drop_duplicates(["key", "step"], keep="last")
-    wide = long.pivot(index="step", columns="key", values="value").reindex(columns=keys)
-    wide.columns.name = None
-    wide = wide.reset_index()
-    wide["step"] = wide["step"].astype("int64")
-    return wide.astype({k: float for k in keys})
+    """Long points of one run -> wide (step + one column per key); a key logged twice at a step keeps the newest
+    (then the largest) value.
+
+    Vectorised for millions of points: keys become column numbers per piece (a categorical piece maps its categories,
+    not each point), steps become row numbers through a lookup table, and values are written into one matrix.
+    """
+    key_index = pd.Index(keys)
+    parts = []
+    for piece in pieces:
+        if not len(piece):
+            continue
+        key = piece["key"]
+        if isinstance(key.dtype, pd.CategoricalDtype):
+            remap = np.append(key_index.get_indexer(key.cat.categories), -1)
+            col = remap[key.cat.codes.to_numpy()]  # code -1 (missing) maps to the appended -1
+        else:
+            col = key_index.get_indexer(key.to_numpy(dtype=object))
+        cols = (col, piece["step"].to_numpy(dtype=np.int64), piece["timestamp"].to_numpy(dtype=np.int64),
+                piece["value"].to_numpy(dtype=np.float64))
+        wanted = col >= 0
+        parts.append(cols if wanted.all() else tuple(c[wanted] for c in cols))
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return _empty_wide(keys)
+    n_points = sum(len(p[0]) for p in parts)
+    lo = min(int(p[1].min()) for p in parts)
+    hi = max(int(p[1].max()) for p in parts)
+    if hi - lo < 4 * n_points + 4096:  # dense enough for a lookup table
+        seen = np.zeros(hi - lo + 1, dtype=bool)
+        for p in parts:
+            seen[p[1] - lo] = True
+        uniq = np.flatnonzero(seen).astype(np.int64) + lo
+        lookup = np.cumsum(seen, dtype=np.int64) - 1
+        rows = [lookup[p[1] - lo] for p in parts]
+    else:
+        uniq = np.unique(np.concatenate([p[1] for p in parts]))
+        rows = [np.searchsorted(uniq, p[1]) for p in parts]
+    n_keys = len(keys)
+    cells = [row * n_keys + p[0] for row, p in zip(rows, parts)]
+    matrix = np.full(len(uniq) * n_keys, np.nan)
+    hit = np.zeros(len(matrix), dtype=bool)
+    for cell in cells:
+        hit[cell] = True
+    if int(np.count_nonzero(hit)) == n_points:  # every (step, key) once: order does not matter
+        for cell, p in zip(cells, parts):
+            matrix[cell] = p[3]
+    else:
+        cell = np.concatenate(cells)
+        stamp = np.concatenate([p[2] for p in parts])
+        value = np.concatenate([p[3] for p in parts])
+        order = np.lexsort((value, stamp, cell))
+        cell, value = cell[order], value[order]
+        last = np.ones(len(cell), dtype=bool)
+        last[:-1] = cell[1:] != cell[:-1]
+        matrix[cell[last]] = value[last]
+    wide = pd.DataFrame(matrix.reshape(len(uniq), n_keys), columns=list(keys))
+    wide.insert(0, "step", uniq)
+    return wide
 
 
 class _ClientSource:

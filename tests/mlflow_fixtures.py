@@ -66,55 +66,109 @@ def _mlflow_bin() -> str:
     return str(here) if here.exists() else (shutil.which("mlflow") or "mlflow")
 
 
+def init_store(uri: str) -> None:
+    """Create an empty store's tables (so a server can open it while the sweep is being written)."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+class _Server:
+    """One `mlflow server --workers 1` process on 127.0.0.1 over a store; artifacts under ``root``."""
+
+    def __init__(self, uri: str, root: Path):
+        self.uri, self.root = uri, root
+        self.log_path = root / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.launch()
+
+    def launch(self) -> None:
+        port = free_port()
+        cmd = [_mlflow_bin(), "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", self.uri, "--default-artifact-root", str(self.root / "artifacts")]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers: starts faster
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, env=env, cwd=self.root)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def _log_tail(self) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-5:])
+        except OSError:
+            return "(no log)"
+
+    def wait(self, timeout: float = 90.0) -> str:
+        """Block until /health answers; relaunch once on another port if the process died at start."""
+        deadline = time.monotonic() + timeout
+        relaunched = False
+        while True:
+            if self.proc.poll() is not None:
+                if relaunched:
+                    pytest.fail(f"mlflow server exited at start (code {self.proc.returncode}): {self._log_tail()}")
+                relaunched = True  # e.g. the free port was taken meanwhile
+                self.launch()
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self.url
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"mlflow server did not answer /health within {timeout:.0f} s: {self._log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server and its workers by process group (the group id is the server's pid)."""
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
+def _wants_server(request) -> bool:
+    return any("mlflow_server" in getattr(item, "fixturenames", ()) for item in request.session.items)
+
+
 @pytest.fixture(scope="session")
-def mlflow_store(tmp_path_factory) -> dict:
-    """A sqlite store holding the small sweep: {uri, experiment, run_ids, root}."""
+def mlflow_store(tmp_path_factory, request):
+    """A sqlite store holding the small sweep: {uri, experiment, run_ids, root}.
+
+    When a selected test needs the server, it is launched before the sweep is written, so its start-up (mostly
+    imports) overlaps the writing.
+    """
     root = tmp_path_factory.mktemp("mlflow_store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    ids = write_sweep(uri)
-    return {"uri": uri, "experiment": EXPERIMENT, "run_ids": ids, "root": root}
+    server = None
+    if _wants_server(request):
+        init_store(uri)
+        server = _Server(uri, root)
+    try:
+        ids = write_sweep(uri)
+        yield {"uri": uri, "experiment": EXPERIMENT, "run_ids": ids, "root": root, "server": server}
+    finally:
+        if server is not None:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(mlflow_store) -> str:
-    """`mlflow server --workers 1` on a free port over the same store; stopped by process group at the end."""
-    root = mlflow_store["root"]
-    port = free_port()
-    log_path = root / "server.log"
-    cmd = [_mlflow_bin(), "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", mlflow_store["uri"], "--default-artifact-root", str(root / "artifacts")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers: starts faster
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.skip(f"mlflow server exited at start (code {proc.returncode}); see {log_path.name}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.skip("mlflow server did not answer /health within 60 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        _stop(proc)
+    """The URL of `mlflow server --workers 1` on a free 127.0.0.1 port over the same store (stopped at the end)."""
+    server = mlflow_store["server"] or _Server(mlflow_store["uri"], mlflow_store["root"])
+    mlflow_store["server"] = server
+    return server.wait()
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server and its workers by process group, then by process id."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    """SIGTERM the server's process group (its id is the server's pid), wait, then SIGKILL what is left of it."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue

@@ -48,6 +48,30 @@ def test_corrupt_and_leftover_files_are_ignored(tmp_path):
     assert cache.load("r1", KEYS).last_step == 2
 
 
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    from toolkit.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with progress_bar(3, "fetching runs") as bar:
+        assert not bar.disable and bar.total == 3
+        bar.update(3)
+    assert "fetching runs" in sys.stderr.getvalue()
+    with progress_bar(3, "fetching runs", enabled=False) as bar:  # progress=false
+        assert bar.disable
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file, CI
+    with progress_bar(3, "fetching runs") as bar:
+        assert bar.disable
+        bar.update(3)
+    assert sys.stderr.getvalue() == ""
+
+
 # ---------------------------------------------------------------- the MLflow adapter with the cache
 pytest.importorskip("mlflow")
 
@@ -132,3 +156,27 @@ def test_client_path_uses_the_same_cache(store, tmp_path):
     second, tracker = _read(store, tmp_path, fast_path="sql")
     assert tracker.stats["fetched_runs"] == 0
     _same(first, second)
+
+
+def test_key_that_starts_late_in_a_running_run_is_read_in_full(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'late.db'}"
+    writer = MlflowTracker(uri=uri, experiment="late").start_run("live", {"lr": 0.1})
+    for step in range(20):
+        writer.log_metrics({"loss": float(step)}, step)
+    writer.flush()
+
+    def read(cache: bool):
+        tracker = MlflowTracker(uri=uri, experiment="late")
+        tracker.configure(cache={"enabled": cache, "dir": str(tmp_path / "cache")}, progress=False)
+        return read_runset(tracker, Selection(), KEYS), tracker
+
+    read(True)
+    for step in (5, 10, 15):  # an eval metric logged late, at steps the cache already covers for `loss`
+        writer.log_metrics({"acc": step / 100}, step)
+    for step in range(20, 25):
+        writer.log_metrics({"loss": float(step)}, step)
+    writer.flush()
+    runset, tracker = read(True)
+    assert tracker.stats["incremental_runs"] == 1
+    _same(runset, read(False)[0])
+    assert runset.history["acc"].notna().sum() == 3 and runset.history["step"].max() == 24

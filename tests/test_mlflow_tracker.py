@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 import pytest
@@ -22,8 +23,9 @@ from toolkit.runset import Selection  # noqa: E402
 FAKE_TOKEN = "fake-token-7c1d9e2b44"
 
 
-def _read(uri: str, fast_path: str = "auto", selection: Selection | None = None, keys=KEYS, **kw):
-    tracker = MlflowTracker(uri=uri, experiment=EXPERIMENT, fast_path=fast_path, **kw)
+def _read(uri: str, fast_path: str = "auto", selection: Selection | None = None, keys=KEYS, experiment=EXPERIMENT,
+          **kw):
+    tracker = MlflowTracker(uri=uri, experiment=experiment, fast_path=fast_path, **kw)
     tracker.configure(cache={"enabled": False}, progress=False)
     return read_runset(tracker, selection or Selection(), list(keys) if keys else keys), tracker
 
@@ -96,9 +98,10 @@ def test_chunk_planner_stays_below_cap():
     assert [len(c) for c in plan_bulk_chunks({f"r{i}": 1 for i in range(250)})] == [100, 100, 50]
 
 
-def test_pagination_past_page_size(reference, mlflow_store, monkeypatch):
-    monkeypatch.setattr(mlflow_adapter, "PAGE_SIZE", 2)
-    runset, _ = _read(mlflow_store["uri"], "sql")
+@pytest.mark.parametrize("fast_path, filter_string", [("client", None), ("sql", "attributes.status != 'RUNNING'")])
+def test_pagination_past_page_size(reference, mlflow_store, monkeypatch, fast_path, filter_string):
+    monkeypatch.setattr(mlflow_adapter, "PAGE_SIZE", 2)  # search_runs pages (a sqlite store without a filter
+    runset, _ = _read(mlflow_store["uri"], fast_path, filter_string=filter_string)  # string is listed in SQL)
     assert len(runset.runs) == 6
     _assert_same(runset, reference)
 
@@ -142,6 +145,15 @@ def test_bad_settings_are_user_errors():
         MlflowTracker(uri="sqlite:///x.db", fast_path="turbo")
     with pytest.raises(UserError, match="fast_path=sql"):
         MlflowTracker(uri="http://127.0.0.1:1", fast_path="sql")
+
+
+def test_artifact_root_setting(tmp_path):
+    store = f"sqlite:///{tmp_path / 'a.db'}"
+    assert MlflowTracker(uri=store)._artifact_location("my exp").startswith((tmp_path / "mlruns").as_uri() + "/my_exp-")
+    located = MlflowTracker(uri=store, artifact_root=str(tmp_path / "art"))._artifact_location("e")
+    assert located == (tmp_path / "art" / "e").as_uri()
+    assert MlflowTracker(uri=store, artifact_root="s3://bucket/x/")._artifact_location("e") == "s3://bucket/x/e"
+    assert MlflowTracker(uri="http://127.0.0.1:1")._artifact_location("e") is None  # the server decides
 
 
 def test_unreachable_server_fails_fast_without_secrets(monkeypatch):
@@ -188,9 +200,12 @@ def test_server_killed_mid_fetch_resumes_from_cache(reference, mlflow_server, tm
     assert again.stats["cached_runs"] >= 1 and again.stats["fetched_runs"] == 6 - again.stats["cached_runs"]
 
 
-def test_writer_batches_params_and_statuses(tmp_path):
+def test_writer_batches_params_and_statuses(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # artifacts must land beside the store, not in the current folder
     uri = f"sqlite:///{tmp_path / 'w.db'}"
     tracker = MlflowTracker(uri=uri, experiment="writes", flush_every=500)
     calls = []
@@ -212,8 +227,81 @@ def test_writer_batches_params_and_statuses(tmp_path):
     assert run.info.status == "KILLED" and len(run.data.params["long"]) == 6000
     assert run.data.params["nested.a"] == "1" and run.data.params["nested.b"] == "[1, 2]"
     assert [f.path for f in client.list_artifacts(writer.run_id)] == ["notes.txt"]
+    assert (tmp_path / "mlruns" / "writes" / writer.run_id / "artifacts" / "notes.txt").is_file()
+    assert list(cwd.iterdir()) == []
     with pytest.raises(UserError, match="status"):
         tracker.start_run("x").finish("exploded")
     runset = read_runset(MlflowTracker(uri=uri, experiment="writes"), Selection(name_regex="wide"), ["m0", "m1"])
     assert runset.history["m1"].tolist() == [float(s + 1) for s in range(600)]
     assert runset.runs["state"].tolist() == ["killed"]
+
+
+# ---------------------------------------------------------------- the SQL fast path's plans and exactness
+ODD_VALUES = [1e-300, 1e300, float("inf"), float("-inf"), -0.0, 5e-324, 1 / 3, -2.5, float("nan"), 0.1, 7.0]
+
+
+@pytest.fixture(scope="module")
+def odd_store(tmp_path_factory):
+    """Two runs with values SQL must not round (tiny, huge, infinite, subnormal), huge steps, re-logged steps and
+    1,200 keys; three runs of another experiment log the same keys (so one run read alone is a small minority)."""
+    from mlflow_fixtures import init_store
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('odd') / 'odd.db'}"
+    init_store(uri)
+    wide = [f"layer{i:04d}/norm" for i in range(1200)]
+    for exp, names in (("odd", ["a", "b"]), ("other", ["c", "d", "e"])):
+        tracker = MlflowTracker(uri=uri, experiment=exp, flush_every=1000)
+        for j, name in enumerate(names):
+            writer = tracker.start_run(name, {"j": j})
+            for step, value in enumerate(ODD_VALUES):
+                writer.log_metrics({"odd": value, "smooth": 1.0 + step / 7}, step * 10**12)  # token-count steps
+            writer.log_metrics({"smooth": -1.0}, 0)  # re-logged later: the newer value wins
+            for step in range(3):
+                writer.log_metrics({k: (i + 1) / 7 * (1 + step / 10) * (1 - j / 10) for i, k in enumerate(wide)}, step)
+            writer.finish()
+    return {"uri": uri, "keys": ["odd", "smooth", *wide]}
+
+
+def _odd_read(odd_store, plan, selection, keys, monkeypatch):
+    import adapters.mlflow_sql as mlflow_sql
+
+    monkeypatch.setattr(mlflow_sql, "FORCE_PLAN", plan)
+    runset, tracker = _read(odd_store["uri"], "sql", selection, keys=keys, experiment="odd")
+    return runset.normalized(), tracker
+
+
+def test_sql_rows_plan_matches_the_client(odd_store, monkeypatch):
+    keys = ["odd", "smooth", odd_store["keys"][2], odd_store["keys"][-1]]
+    tracker = MlflowTracker(uri=odd_store["uri"], experiment="odd", fast_path="client")
+    tracker.configure(cache={"enabled": False}, progress=False)
+    want = read_runset(tracker, Selection(), keys).normalized()
+    got, _ = _odd_read(odd_store, "rows", Selection(), keys, monkeypatch)
+    pdt.assert_frame_equal(got.history, want.history, check_exact=True)
+    pdt.assert_frame_equal(got.runs, want.runs)
+
+
+@pytest.mark.parametrize("plan", ["key", "run", None])
+def test_sql_plans_read_exactly_what_rows_read(odd_store, plan, monkeypatch):
+    selection = Selection(name_regex="^a$") if plan is None else Selection()
+    want, _ = _odd_read(odd_store, "rows", selection, odd_store["keys"], monkeypatch)
+    got, sql = _odd_read(odd_store, plan, selection, odd_store["keys"], monkeypatch)
+    pdt.assert_frame_equal(got.history, want.history, check_exact=True)
+    odd = got.history["odd"].to_numpy()
+    assert np.array_equal(odd[~np.isnan(odd)][:3], [1e-300, 1e300, 1.7976931348623157e308])
+    assert got.history["step"].max() == 10 * 10**12
+    assert set(got.history.loc[got.history["step"] == 0, "smooth"]) == {-1.0}  # re-logged: the newer value
+    if plan is not None:
+        assert sql.stats["key_major" if plan == "key" else "run_major"] >= 1
+        assert sql.stats["exact_rereads"] == 1  # 'odd' spans too many binades for one scale: read row by row
+    else:
+        assert sql.stats["run_major"] >= 1  # the run read holds a fifth of these keys' points: run-major
+
+
+def test_sql_groups_too_long_for_sqlite_are_split(odd_store, monkeypatch):
+    import adapters.mlflow_sql as mlflow_sql
+
+    want, _ = _odd_read(odd_store, "rows", Selection(), odd_store["keys"], monkeypatch)
+    monkeypatch.setattr(mlflow_sql, "LENGTH_LIMIT", 300)  # the 22 points of 'odd' over two runs no longer fit
+    got, sql = _odd_read(odd_store, "key", Selection(), odd_store["keys"], monkeypatch)
+    pdt.assert_frame_equal(got.history, want.history, check_exact=True)
+    assert sql.stats["splits"] >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import pandas as pd
 
 from toolkit.runset import RunSet, Selection
@@ -47,15 +48,18 @@ def read_runset(tracker: Tracker, selection: Selection, keys: Sequence[str] | No
     history = tracker.read_history(runs, keys)
     warnings: list[str] = []
     if keys:
-        for key in keys:
-            if key not in history.columns:
-                history[key] = float("nan")
-            if len(runs) and history[key].isna().all():
-                warnings.append(f"no run logged metric '{key}'")
-        missing_by_run = history.groupby("run_id")[list(keys)].apply(lambda g: g.isna().all()) if len(history) else None
-        if missing_by_run is not None:
-            for key in keys:
-                lacking = missing_by_run.index[missing_by_run[key].to_numpy()].tolist()
-                if lacking and len(lacking) < len(runs):
-                    warnings.append(f"{len(lacking)} run(s) never logged '{key}' (kept with NaN), e.g. {', '.join(map(str, lacking[:3]))}")
+        keys = list(dict.fromkeys(keys))
+        absent = [k for k in keys if k not in history.columns]
+        if absent:  # keys no run has: NaN columns, added at once
+            history = pd.concat([history, pd.DataFrame(np.nan, index=history.index, columns=absent)], axis=1)
+        missing = history[keys].isna()
+        if len(runs):
+            never = missing.all(axis=0).to_numpy()
+            warnings.extend(f"no run logged metric '{k}'" for k, gone in zip(keys, never) if gone)
+        if len(history):
+            by_run = missing.groupby(history["run_id"].to_numpy()).all()
+            lacking_counts = by_run.sum(axis=0).to_numpy()
+            for i in np.flatnonzero((lacking_counts > 0) & (lacking_counts < len(runs))):
+                lacking = by_run.index[by_run.iloc[:, i].to_numpy()].tolist()
+                warnings.append(f"{len(lacking)} run(s) never logged '{keys[i]}' (kept with NaN), e.g. {', '.join(map(str, lacking[:3]))}")
     return RunSet(runs, history, warnings + list(getattr(tracker, "warnings", [])))
