@@ -29,6 +29,14 @@ from toolkit.protocol import read_runset  # noqa: E402
 from toolkit.runset import Selection  # noqa: E402
 
 
+def add_items(field, values: dict) -> None:
+    """Append {key: value} as (nested_key, value_json) items to a summary-update or history-item field."""
+    for key, value in values.items():
+        item = field.add()
+        item.nested_key.append(key)
+        item.value_json = json.dumps(value)
+
+
 def synth_run(folder: Path, index: int, steps: int, n_keys: int) -> int:
     """Write one synthetic offline run folder; returns the number of history rows."""
     from wandb.proto import wandb_internal_pb2 as pb
@@ -55,16 +63,10 @@ def synth_run(folder: Path, index: int, steps: int, n_keys: int) -> int:
         values.update({"_timestamp": t0 + step * 0.01, "_runtime": step * 0.01, "_step": step})
         num += 1
         summ = pb.Record(num=num)
-        for key, value in values.items():
-            item = summ.summary.update.add()
-            item.nested_key.append(key)
-            item.value_json = json.dumps(value)
+        add_items(summ.summary.update, values)
         num += 1
         hist = pb.Record(num=num)
-        for key, value in values.items():
-            item = hist.history.item.add()
-            item.nested_key.append(key)
-            item.value_json = json.dumps(value)
+        add_items(hist.history.item, values)
         hist.history.step.num = step
         num += 1
         runtime = pb.Record(num=num)
