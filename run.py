@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
@@ -11,8 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from toolkit.errors import UserError
-from toolkit.secrets import config_secrets, protect_console, remember, scrub, scrub_file
+from toolkit.secrets import config_secrets, remember, scrub, scrub_file
 
 log = logging.getLogger("run")
 
@@ -32,28 +30,20 @@ def main(cfg: DictConfig) -> None:
         remember(config_secrets(OmegaConf.to_container(cfg, resolve=False)))
     if multirun:  # Hydra saves the composed config, secrets included, at the sweep root
         scrub_file(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
-    error = None
-    try:
-        pipeline.run(cfg, run_dir)
-    except UserError as exc:
-        error = scrub(str(exc))
-    except Exception as exc:  # a bug, not bad input: keep the traceback, but let the other jobs go on
-        if not multirun:
-            raise
-        error = scrub(f"{type(exc).__name__}: {exc}")
-        log.error(scrub(traceback.format_exc()))
-    if multirun:
-        # the gather callback reports failed jobs; raising here would stop Hydra before it runs
+    status = pipeline.run(cfg, run_dir)
+    error = pipeline.error_line(status, run_dir)
+    if multirun:  # the gather callback reports failed jobs; exiting here would stop Hydra before it runs
         write_job_record(run_dir, list(hydra_cfg.overrides.task), error)
     if error:
-        log.error(error)
-        print(f"error: {error}", file=sys.stderr)
+        log.error(scrub(error))
+        print(f"error: {scrub(error)}", file=sys.stderr)
         if not multirun:
-            sys.exit(2)
+            sys.exit(pipeline.exit_code(status))
         return
     print(f"results: {run_dir}")
 
 
 if __name__ == "__main__":
-    protect_console(sys.argv[1:])  # Hydra prints overrides (values included) on some errors
-    main()
+    from toolkit.cli import entry
+
+    sys.exit(entry(main))

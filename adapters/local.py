@@ -48,14 +48,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Optional
 
 import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError
 from toolkit.outputs import atomic_write_text, to_jsonable
+from toolkit.protocol import TrackerBase
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
+from toolkit.settings import Settings
 
 FORMAT = "sweepkit-local/1"
 META, CONFIG, METRICS, SUMMARY, ARTIFACTS = "meta.json", "config.json", "metrics.jsonl", "summary.json", "artifacts"
@@ -473,10 +475,20 @@ def _scan_run_folders(root: Path, warnings: list[str]) -> _Folders:
 
 
 # --------------------------------------------------------------------------------------------- the tracker
-class LocalTracker:
+@dataclass
+class LocalSettings(Settings):
+    """tracker=local: what to read and which columns name the run and the step (conf/tracker/local.yaml)."""
+
+    path: Optional[str] = None
+    run_columns: List[str] = field(default_factory=lambda: ["run_name", "run_id", "name", "Name"])
+    step_columns: List[str] = field(default_factory=lambda: ["step", "_step", "Step"])
+
+
+class LocalTracker(TrackerBase):
     """Files on disk: a wide history file, a folder of them, a W&B export, a flat table, or run folders."""
 
     name = "local"
+    settings_type = LocalSettings
 
     def __init__(self, path: str | os.PathLike | None = None,
                  run_columns: Sequence[str] = ("run_name", "run_id", "name", "Name"),
@@ -557,9 +569,7 @@ class LocalTracker:
         else:
             parts = [f.runs for f in (self._wide, self._static) if f is not None]
             runs = pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1 else parts[0].copy()
-        fixed = [c for c in RUN_COLUMNS if c in runs.columns]
-        runs = runs[fixed + [c for c in runs.columns if c not in fixed]]
-        return (selection or Selection()).apply(runs)
+        return runs
 
     def read_history(self, runs: pd.DataFrame, keys: Sequence[str] | None) -> pd.DataFrame:
         """Wide history (run_id, step, one float column per key) of the given runs; all numeric columns when None."""

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import urlparse
 
 import numpy as np
@@ -38,6 +38,8 @@ from adapters.mlflow_rest import BULK_CAP, RestSource, ServerError
 from adapters.mlflow_sql import SqlSource, long_frame, sql_scheme, sqlite_path
 from toolkit.cache import HistoryCache, safe_name
 from toolkit.errors import UserError, require_extra
+from toolkit.protocol import TrackerBase
+from toolkit.settings import Choice, Settings
 from toolkit.progress import progress_bar
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
 from toolkit.secrets import scrub
@@ -85,6 +87,14 @@ def _transient(exc: BaseException) -> bool:
     return type(exc).__name__ == "MlflowException" and getattr(exc, "error_code", "") in _TRANSIENT_CODES
 
 
+def transport_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the store's or the server's answer (or the network's), not a bug of ours."""
+    if _transient(exc) or isinstance(exc, (OSError, sqlite3.Error, ServerError)):
+        return True
+    module = type(exc).__module__.split(".")[0]
+    return module in ("mlflow", "requests", "urllib3", "http", "sqlalchemy")
+
+
 @dataclass
 class _RunMeta:
     """What the listing learned about a run: its cache version and last step per metric key."""
@@ -93,10 +103,38 @@ class _RunMeta:
     last_steps: dict[str, int] = field(default_factory=dict)
 
 
-class MlflowTracker:
+class FastPath(Choice):
+    """Where histories are read from: chosen from the URI, the SQL store, the server's bulk endpoint, the client."""
+
+    auto = "auto"
+    sql = "sql"
+    rest = "rest"
+    client = "client"
+
+
+@dataclass
+class MlflowSettings(Settings):
+    """tracker=mlflow: the store or server, the experiment, and how to read it (conf/tracker/mlflow.yaml)."""
+
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+    filter_string: Optional[str] = None
+    fast_path: FastPath = FastPath.auto
+    max_workers: int = 8
+    retries: int = 3
+    backoff: float = 0.5
+    timeout: float = 30.0
+    bulk_cap: int = BULK_CAP
+    sql_chunk: int = 200
+    flush_every: int = 100
+    artifact_root: Optional[str] = None
+
+
+class MlflowTracker(TrackerBase):
     """MLflow runs of one experiment through the adapter protocol (read: RunSet; write: RunWriter)."""
 
     name = "mlflow"
+    settings_type = MlflowSettings
 
     def __init__(self, uri: str | None = None, experiment: str | None = None, filter_string: str | None = None,
                  fast_path: str = "auto", max_workers: int = 8, retries: int = 3, backoff: float = 0.5,
@@ -105,6 +143,7 @@ class MlflowTracker:
         self.uri = normalize_uri(uri)
         self.experiment = None if experiment in (None, "") else str(experiment)
         self.filter_string = (filter_string or "").strip()
+        fast_path = str(fast_path)
         if fast_path not in FAST_PATHS:
             raise UserError(f"tracker.fast_path: '{fast_path}' is not one of {', '.join(FAST_PATHS)}")
         self.scheme = urlparse(self.uri).scheme.lower()
@@ -114,7 +153,7 @@ class MlflowTracker:
             raise UserError(f"tracker.fast_path=sql needs a sqlite:/// or postgresql:// URI, got '{scrub(self.uri)}'")
         elif fast_path == "rest" and self.scheme not in ("http", "https"):
             raise UserError(f"tracker.fast_path=rest needs an http(s):// URI, got '{scrub(self.uri)}'")
-        self.fast_path = fast_path
+        self.fast_path = str(fast_path)
         self.max_workers = max(int(max_workers), 1)
         self.retries = max(int(retries), 0)
         self.backoff = float(backoff)
@@ -131,11 +170,6 @@ class MlflowTracker:
         self._meta: dict[str, _RunMeta] = {}
 
     # ---------------------------------------------------------------- settings, client, errors
-    def configure(self, cache: Mapping[str, Any] | None = None, progress: bool = True) -> None:
-        """Receive the pipeline's cache settings (enabled, dir, refresh) and the progress switch."""
-        self._cache_settings = dict(cache or {})
-        self._progress = bool(progress)
-
     @property
     def _client(self):
         if self._client_obj is None:
@@ -174,10 +208,13 @@ class MlflowTracker:
                 time.sleep(delay)
                 delay *= 2
 
-    def _fault(self, exc: BaseException, doing: str) -> UserError:
-        """A one-line UserError for a failure while ``doing`` (secrets scrubbed)."""
+    def _fault(self, exc: BaseException, doing: str) -> BaseException:
+        """A one-line UserError for a transport or server failure while ``doing`` (secrets scrubbed); anything
+        else (a bug) is given back as it is, to be raised with its traceback."""
         if isinstance(exc, UserError):
             return UserError(scrub(str(exc)))
+        if not transport_error(exc):
+            return exc
         tries = f" after {self.retries + 1} tries" if _transient(exc) else ""
         return UserError(f"mlflow: {doing} at {scrub(self.uri)} failed{tries}: {_one_line(exc)}")
 

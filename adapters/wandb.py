@@ -11,8 +11,9 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pandas as pd
 
@@ -21,17 +22,41 @@ from adapters import wandb_online as online
 from toolkit.cache import HistoryCache
 from toolkit.errors import UserError, require_extra
 from toolkit.progress import progress_bar
+from toolkit.protocol import TrackerBase
 from toolkit.runset import RUN_COLUMNS, Selection
 from toolkit.secrets import scrub
+from toolkit.settings import Settings
 
 log = logging.getLogger(__name__)
 _SELECTION_FIELDS = {"name_regex", "config", "state", "tags", "run_ids"}
 
 
-class WandbTracker:
+@dataclass
+class WandbSettings(Settings):
+    """tracker=wandb: a project online, or offline run folders on disk (conf/tracker/wandb.yaml)."""
+
+    entity: Optional[str] = None
+    project: Optional[str] = None
+    path: Optional[str] = None
+    filters: Any = None
+    sweep: Optional[str] = None
+    timeout: float = 20.0
+    connect_timeout: float = 3.0
+    max_workers: int = 8
+    sample: bool = False
+    per_page: int = 100
+    page_size: int = 10000
+    retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    offline: bool = False
+
+
+class WandbTracker(TrackerBase):
     """Tracker adapter for W&B: online (entity/project, optional sweep and filters) or offline (path)."""
 
     name = "wandb"
+    settings_type = WandbSettings
 
     def __init__(self, entity: str | None = None, project: str | None = None, path: str | None = None,
                  filters: Mapping[str, Any] | Selection | None = None, sweep: str | None = None,
@@ -71,11 +96,6 @@ class WandbTracker:
         self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ settings
-    def configure(self, cache: Mapping[str, Any] | None = None, progress: bool = True) -> None:
-        """Receive the pipeline's cache settings and progress switch."""
-        self._cache_settings = dict(cache or {})
-        self._progress = bool(progress)
-
     @property
     def is_offline(self) -> bool:
         """Reads come from run files on disk (tracker.path is set)."""
@@ -107,7 +127,7 @@ class WandbTracker:
         runs = runs[fixed + [c for c in runs.columns if c not in fixed]]
         if self.filter_selection is not None:
             runs = self.filter_selection.apply(runs)
-        return selection.apply(runs) if selection is not None else runs
+        return runs
 
     def read_history(self, runs: pd.DataFrame, keys: Sequence[str] | None) -> pd.DataFrame:
         """Full history (run_id, step, one float column per key) of the given runs; all keys when None."""

@@ -116,6 +116,21 @@ def is_transient(exc: BaseException) -> bool:
     return bool(_STATUS_IN_TEXT.search(str(exc)))
 
 
+_OWN_CODE = tuple(f"{os.sep}{pkg}{os.sep}" for pkg in ("toolkit", "adapters", "analyses"))
+
+
+def api_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the W&B client's, the network's or the server's answer, not a bug of ours: its type comes
+    from those libraries, or it was raised outside this toolkit's own code (inside the API client)."""
+    import traceback
+
+    module = type(exc).__module__.split(".")[0]
+    if isinstance(exc, OSError) or module in ("wandb", "wandb_gql", "requests", "urllib3", "http", "graphql"):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and not any(part in frames[-1].filename for part in _OWN_CODE)
+
+
 def with_retries(fn: Callable[[], T], what: str, retries: int, backoff: float, max_backoff: float = 30.0) -> T:
     """Call ``fn``; retry transient failures with exponential backoff (``retries`` extra attempts)."""
     attempt = 0
@@ -127,6 +142,8 @@ def with_retries(fn: Callable[[], T], what: str, retries: int, backoff: float, m
         except Exception as exc:
             code = status_code(exc)
             if not is_transient(exc):
+                if code is None and not api_error(exc):
+                    raise  # a bug, not the server's answer: keep its traceback
                 if code in (401, 403):
                     raise UserError(f"W&B: {what}: the API key was rejected (HTTP {code}); check WANDB_API_KEY or `wandb login`") from None
                 raise UserError(f"W&B: {what}: {one_line(exc)}") from None

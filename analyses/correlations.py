@@ -16,16 +16,17 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, List, Optional
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
+from toolkit.protocol import AnalysisBase
 from toolkit.runset import CONFIG_PREFIX, Selection
+from toolkit.settings import Choice, Settings, as_settings, fail
 
 REQUIRED_COLUMNS = ("run_id", "name", "step", "key", "value")
 NAME = "correlations"
@@ -33,8 +34,57 @@ DEFAULT_FAMILY = {
     "matrix": "scaling_factor/scaling_factor{matrix}",
     "column": "scaling_factor/sampling{matrix}/{column}",
 }
-REDUCERS = ("mean", "median", "last")
 _GROUP = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]+))?\}")
+
+
+# ----------------------------------------------------------------------------------------------- settings
+
+
+Reduce = Choice("Reduce", {"mean": "mean", "median": "median", "last": "last"}, module=__name__)  # of each series
+
+
+@dataclass
+class CorrelationsBootstrap:
+    """Bootstrap over keys for the CIs (n: 0 switches it off)."""
+
+    n: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+
+@dataclass
+class CorrelationsSettings(Settings):
+    """Every knob of the correlations analysis; see conf/analysis/correlations.yaml."""
+
+    a: Any = "lowrank"
+    b: Any = "fullrank"
+    family: Any = field(default_factory=lambda: dict(DEFAULT_FAMILY))
+    reduce: Reduce = Reduce.mean
+    steps: Optional[List[Optional[float]]] = None
+    bootstrap: CorrelationsBootstrap = field(default_factory=CorrelationsBootstrap)
+    over_time: bool = False
+    over_time_every: int = 1
+
+    def __post_init__(self) -> None:
+        self.patterns = parse_family(self.family)
+        for side in ("a", "b"):
+            side_selection(getattr(self, side), side)
+        if self.steps is not None and len(self.steps) != 2:
+            raise fail(NAME, "steps", self.steps, "[from, to] (either may be null) or null")
+        if self.bootstrap.n < 0:
+            raise fail(NAME, "bootstrap.n", self.bootstrap.n, "a count >= 0 (0 switches it off)")
+        if not 0 < self.bootstrap.level < 1:
+            raise fail(NAME, "bootstrap.level", self.bootstrap.level, "a level in (0, 1)")
+        if self.over_time_every < 1:
+            raise fail(NAME, "over_time_every", self.over_time_every, "a step count >= 1")
+
+
+def settings_of(params: Mapping[str, Any] | CorrelationsSettings | None) -> CorrelationsSettings:
+    """Checked settings; a ``family`` given in a mapping replaces the default family (a config file's merges into it)."""
+    if isinstance(params, Mapping) and "family" in params:
+        rest = as_settings(CorrelationsSettings, {k: v for k, v in params.items() if k != "family"}, who=NAME)
+        return replace(rest, family=params["family"])
+    return as_settings(CorrelationsSettings, params, who=NAME)
 
 
 # ----------------------------------------------------------------------------------------------- patterns
@@ -81,13 +131,14 @@ def compile_pattern(pattern: str, level: str | None = None) -> FamilyPattern:
 
 
 def parse_family(family: Any) -> list[FamilyPattern]:
-    """Patterns from a string, a list of strings, or a mapping ``{level: pattern}``; None gives the Fira family."""
+    """Patterns from a string, a list of strings, or a mapping ``{level: pattern}`` (a null pattern drops that level);
+    None gives the Fira family."""
     if family is None or (isinstance(family, (list, dict)) and not family):
         family = DEFAULT_FAMILY
     if isinstance(family, str):
         pats = [compile_pattern(family)]
     elif isinstance(family, Mapping):
-        pats = [compile_pattern(str(p), str(level)) for level, p in family.items()]
+        pats = [compile_pattern(str(p), str(level)) for level, p in family.items() if p is not None]
     elif isinstance(family, Sequence):
         pats = [compile_pattern(str(p)) for p in family]
     else:
@@ -123,6 +174,8 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     out = {"spearman": np.nan, "spearman_p": np.nan, "kendall": np.nan, "kendall_p": np.nan, "n": n}
     if n < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return out
+    from scipy import stats
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = stats.spearmanr(a, b)
@@ -168,6 +221,8 @@ def bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
     n = a.size
     if n_boot <= 0 or n < 3:
         return {"spearman_ci": None, "kendall_ci": None}
+    from scipy import stats
+
     rng = np.random.default_rng(seed)
     sp: list[np.ndarray] = []
     kt = np.empty(n_boot)
@@ -243,8 +298,6 @@ def select_side(runs: pd.DataFrame, spec: Any, side: str) -> pd.DataFrame:
 def _step_mask(steps: np.ndarray, window: Any) -> np.ndarray:
     if window is None:
         return np.ones(steps.size, dtype=bool)
-    if not isinstance(window, Sequence) or isinstance(window, str) or len(window) != 2:
-        raise UserError(f"{NAME}.steps: expected [from, to] (either may be null), got {window!r}")
     lo, hi = window
     mask = np.ones(steps.size, dtype=bool)
     if lo is not None:
@@ -296,8 +349,7 @@ def _grid_sums(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: i
 
 def reduce_series(frame: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
     """One value per (run_id, key) series: mean, median or the value at the last step."""
-    if how not in REDUCERS:
-        raise UserError(f"{NAME}.reduce: '{how}' is not one of {', '.join(REDUCERS)}")
+    how = str(how)
     if frame.empty:
         return pd.DataFrame({"run_id": [], "key": [], "value": []})
     if how == "mean":  # bincount over (run, key) codes: ~10x faster than groupby on 17M rows
@@ -330,6 +382,8 @@ def _natural(values: pd.Series) -> pd.Series:
 
 def align_sides(members: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, level: str, groups: Sequence[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Both sides' values per family member of one level, sorted naturally; members on one side only are counted."""
+    from scipy import stats
+
     m = members[members["level"] == level]
     left = m.merge(a.rename(columns={"key": "code", "value": "a", "n_runs": "a_n_runs"}), on="code", how="left")
     both = left.merge(b.rename(columns={"key": "code", "value": "b", "n_runs": "b_n_runs"}), on="code", how="left")
@@ -382,16 +436,15 @@ def correlations_over_time(frame: pd.DataFrame, members: pd.DataFrame, a_runs: S
 # ----------------------------------------------------------------------------------------------- entry point
 
 
-def correlate(table: pd.DataFrame, params: Mapping[str, Any], warn=lambda message: None) -> dict[str, Any]:
+def correlate(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSettings | None,
+              warn=lambda message: None) -> dict[str, Any]:
     """All the numbers of the analysis (no files): summary, aligned table and optional over-time table."""
+    s = settings_of(params)
     require_columns(table, REQUIRED_COLUMNS, NAME)
-    patterns = parse_family(params.get("family"))
-    how = str(params.get("reduce", "mean"))
-    if how not in REDUCERS:
-        raise UserError(f"{NAME}.reduce: '{how}' is not one of {', '.join(REDUCERS)}")
+    patterns = s.patterns
     runs = runs_of(table)
-    side_a = select_side(runs, params.get("a"), "a")
-    side_b = select_side(runs, params.get("b"), "b")
+    side_a = select_side(runs, s.a, "a")
+    side_b = select_side(runs, s.b, "b")
     a_ids, b_ids = side_a["run_id"].tolist(), side_b["run_id"].tolist()
     overlap = sorted(set(a_ids) & set(b_ids))
     if overlap:
@@ -399,13 +452,17 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any], warn=lambda messag
         if set(a_ids) == set(b_ids):
             raise UserError(f"{NAME}: sides a and b select the same run(s) ({names}); expected two different runs or groups")
         warn(f"{len(overlap)} run(s) are on both sides: {names}")
-    frame, members = family_frame(table, patterns, a_ids + b_ids, params.get("steps"))
+    frame, members = family_frame(table, patterns, a_ids + b_ids, s.steps)
     if frame.empty:
-        raise UserError(f"{NAME}: the chosen runs logged no family value in steps {params.get('steps')!r}")
-    reduced = reduce_series(frame, how)
+        raise UserError(f"{NAME}: the chosen runs logged no family value in steps {s.steps!r}")
+    present = set(members["level"])
+    for p in patterns:
+        if p.level not in present:
+            warn(f"level {p.level}: no metric key matches '{p.pattern}'; the level is left out")
+    patterns = [p for p in patterns if p.level in present]
+    reduced = reduce_series(frame, s.reduce)
     a_vals, b_vals = side_means(reduced, a_ids), side_means(reduced, b_ids)
-    boot = dict(params.get("bootstrap") or {})
-    n_boot, seed, ci_level = int(boot.get("n", 1000)), int(boot.get("seed", 0)), float(boot.get("level", 0.95))
+    boot = s.bootstrap
 
     summary: dict[str, Any] = {}
     aligned_parts: list[pd.DataFrame] = []
@@ -423,7 +480,7 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any], warn=lambda messag
             warn(f"level {p.level}: only {res['n']} key(s) on both sides; need >= 3 for a correlation")
         elif not np.isfinite(res["spearman"]):
             warn(f"level {p.level}: one side's values are all equal; the rank correlation is undefined")
-        res.update(bootstrap_ci(x, y, n_boot=n_boot, seed=seed, level=ci_level))
+        res.update(bootstrap_ci(x, y, n_boot=boot.n, seed=boot.seed, level=boot.level))
         summary[p.level] = res
         aligned_parts.append(aligned)
     aligned_all = pd.concat(aligned_parts, ignore_index=True) if aligned_parts else pd.DataFrame()
@@ -432,30 +489,29 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any], warn=lambda messag
     aligned_all = aligned_all[front + [c for c in aligned_all.columns if c not in front]]
 
     over_time = None
-    if params.get("over_time", False):
-        over_time = correlations_over_time(frame, members, a_ids, b_ids, [p.level for p in patterns],
-                                           every=int(params.get("over_time_every", 1) or 1))
+    if s.over_time:
+        over_time = correlations_over_time(frame, members, a_ids, b_ids, [p.level for p in patterns], every=s.over_time_every)
         ot_summary: dict[str, Any] = {}
         for level, g in over_time.groupby("level", sort=False):
-            s = g["spearman"].to_numpy(dtype=float)
-            ot_summary[level] = {"n_steps": int(len(g)), "spearman_first": s[0] if len(s) else None,
-                                 "spearman_last": s[-1] if len(s) else None,
-                                 "spearman_min": float(np.nanmin(s)) if np.isfinite(s).any() else None,
-                                 "spearman_median": float(np.nanmedian(s)) if np.isfinite(s).any() else None}
+            sp = g["spearman"].to_numpy(dtype=float)
+            ot_summary[level] = {"n_steps": int(len(g)), "spearman_first": sp[0] if len(sp) else None,
+                                 "spearman_last": sp[-1] if len(sp) else None,
+                                 "spearman_min": float(np.nanmin(sp)) if np.isfinite(sp).any() else None,
+                                 "spearman_median": float(np.nanmedian(sp)) if np.isfinite(sp).any() else None}
         summary["over_time"] = ot_summary
 
     summary["sides"] = {
-        "a": {"select": params.get("a"), "n_runs": len(a_ids), "runs": side_a["name"].astype(str).tolist()},
-        "b": {"select": params.get("b"), "n_runs": len(b_ids), "runs": side_b["name"].astype(str).tolist()},
+        "a": {"select": s.a, "n_runs": len(a_ids), "runs": side_a["name"].astype(str).tolist()},
+        "b": {"select": s.b, "n_runs": len(b_ids), "runs": side_b["name"].astype(str).tolist()},
     }
     summary["unmatched"] = unmatched
-    summary["reduce"] = how
-    summary["steps"] = params.get("steps")
-    summary["bootstrap"] = {"n": n_boot, "seed": seed, "level": ci_level}
+    summary["reduce"] = s.reduce.value
+    summary["steps"] = s.steps
+    summary["bootstrap"] = {"n": boot.n, "seed": boot.seed, "level": boot.level}
     return {"summary": summary, "aligned": aligned_all, "over_time": over_time}
 
 
-def run(table: pd.DataFrame, params: dict[str, Any], out: Any) -> dict[str, Any]:
+def run(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSettings | None, out: Any) -> dict[str, Any]:
     """Correlate the two sides per level; write aligned.csv, rank scatter and (if asked) the over-time line."""
     from analyses import correlations_plots as plots
 
@@ -469,3 +525,15 @@ def run(table: pd.DataFrame, params: dict[str, Any], out: Any) -> dict[str, Any]
         if len(result["over_time"]):
             out.figure("over_time", plots.plot_over_time(result["over_time"]))
     return result["summary"]
+
+
+class Correlations(AnalysisBase):
+    """The correlations analysis (``_target_: analyses.correlations.Correlations``)."""
+
+    name = NAME
+    settings_type = CorrelationsSettings
+    REQUIRED_COLUMNS = REQUIRED_COLUMNS
+
+    def run(self, table: pd.DataFrame, settings: CorrelationsSettings, out: Any) -> dict[str, Any]:
+        """See the module-level ``run``."""
+        return run(table, settings, out)

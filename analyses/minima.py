@@ -26,14 +26,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
 
 import numpy as np
 import pandas as pd
 
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
+from toolkit.protocol import AnalysisBase
+from toolkit.settings import Choice, Settings, as_settings, fail
 
 NAME = "minima"
 REQUIRED_COLUMNS = ("lr", "bs", "horizon", "train_loss")
@@ -76,119 +78,103 @@ def format_horizon(h: float) -> str:
     return f"2^{k:.0f}" if abs(k - round(k)) < 1e-9 else f"2^{k:.2f}"
 
 
-@dataclass(frozen=True)
-class MinimaSettings:
-    """Every knob of the minima analysis (the norm-transfer Config's fitting part), validated."""
+class FitAxis(Choice):
+    """x of the parabola: log2 lr, or log2 output norm."""
 
-    horizons: tuple[int, ...] | None = None
-    pow2_only: bool = False
+    lr = "lr"
+    output_norm = "output_norm"
+
+
+class FitKBy(Choice):
+    """Distance for fit_k: |x - x_min|, or Euclidean in (x, loss) scaled by each range."""
+
+    x = "x"
+    xy = "xy"
+
+
+class BootMode(Choice):
+    """Bootstrap of the vertex: resample the fitted points, or the fit's residuals."""
+
+    points = "points"
+    residuals = "residuals"
+
+
+@dataclass
+class MinimaBootstrap:
+    """Bootstrap CI of the optimal lr (n: 0 switches it off)."""
+
+    n: int = 200
+    seed: int = 0
+    level: float = 0.95
+    mode: BootMode = BootMode.points
+
+
+@dataclass
+class MinimaSettings(Settings):
+    """Every knob of the minima analysis (the norm-transfer Config's fitting part); see conf/analysis/minima.yaml."""
+
+    horizons: Any = "pow2"
     horizon_tolerance: float = 0.1
     avg_rel_from: int = 0
     avg_rel_to: int = 0
     strict_avg: bool = False
-    average_h: tuple[int, ...] | None = None
-    average_bs: tuple[int, ...] | None = None
-    max_loss: float | None = None
-    fit_axis: str = "lr"
+    average_h: Optional[List[Any]] = None
+    average_bs: Optional[List[float]] = None
+    max_loss: Optional[float] = None
+    fit_axis: FitAxis = FitAxis.lr
     weighted: bool = True
-    fit_k: int | None = None
-    fit_k_by: str = "x"
-    c_fixed: float | None = None
-    skip_fit: bool | tuple[tuple[int, int], ...] = False
+    fit_k: Optional[int] = None
+    fit_k_by: FitKBy = FitKBy.x
+    c_fixed: Optional[float] = None
+    skip_fit: Any = False
     optimum_from_closest: bool = False
-    by: tuple[str, ...] = ()
-    bootstrap: dict[str, Any] = field(default_factory=lambda: {"n": 200, "seed": 0, "level": 0.95, "mode": "points"})
+    by: List[str] = field(default_factory=list)
+    bootstrap: MinimaBootstrap = field(default_factory=MinimaBootstrap)
     plots: bool = True
     max_panels: int = 48
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> "MinimaSettings":
-        """Validate a params mapping (unknown keys and bad values raise UserError)."""
-        p = {k: v for k, v in dict(params or {}).items() if k != "module"}
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(p) - known)
-        if unknown:
-            raise UserError(f"{NAME}: unknown option(s) {', '.join(unknown)}; expected one of {', '.join(sorted(known))}")
-        kw: dict[str, Any] = {}
-        hs = p.get("horizons")
-        if isinstance(hs, str) and hs.strip().lower() == "pow2":
-            kw["pow2_only"], hs = True, None
-        if hs is not None and not isinstance(hs, (list, tuple)):
+    def __post_init__(self) -> None:
+        hs = self.horizons
+        self.pow2_only = isinstance(hs, str) and hs.strip().lower() == "pow2"
+        if self.pow2_only or hs is None:
+            hs = []
+        elif not isinstance(hs, (list, tuple)):
             hs = [hs]
-        kw["horizons"] = tuple(parse_horizon(h) for h in hs) if hs else None
-        for key in ("average_h",):
-            v = p.get(key)
-            kw[key] = None if v is None else tuple(parse_horizon(h, key) for h in (v if isinstance(v, (list, tuple)) else [v]))
-        v = p.get("average_bs")
-        kw["average_bs"] = None if v is None else tuple(_number(b, "average_bs") for b in (v if isinstance(v, (list, tuple)) else [v]))
-        if p.get("horizon_tolerance") is not None:
-            kw["horizon_tolerance"] = _number(p["horizon_tolerance"], "horizon_tolerance")
-        for key in ("avg_rel_from", "avg_rel_to"):
-            if p.get(key) is not None:
-                value = _number(p[key], key)
-                if value != int(value):
-                    raise UserError(f"{NAME}: {key} counts logged rows around the horizon: expected a whole number, got {p[key]!r}")
-                kw[key] = int(value)
-        if kw.get("avg_rel_from", 0) > 0:
-            raise UserError(f"{NAME}: avg_rel_from should be <= 0 (rows before the horizon), got {kw['avg_rel_from']}")
-        if kw.get("horizon_tolerance", 0.0) < 0:
-            raise UserError(f"{NAME}: horizon_tolerance should be >= 0 (log2 units), got {p['horizon_tolerance']!r}")
-        if kw.get("avg_rel_from", 0.0) > kw.get("avg_rel_to", 0.0):
-            raise UserError(f"{NAME}: avg_rel_from ({kw['avg_rel_from']:g}) should be <= avg_rel_to ({kw.get('avg_rel_to', 0.0):g})")
-        for key in ("max_loss", "c_fixed"):
-            if p.get(key) is not None:
-                kw[key] = _number(p[key], key)
-        for key in ("strict_avg", "weighted", "optimum_from_closest", "plots"):
-            if p.get(key) is not None:
-                kw[key] = bool(p[key])
-        if p.get("fit_axis") is not None:
-            if p["fit_axis"] not in FIT_AXES:
-                raise UserError(f"{NAME}: fit_axis should be one of {', '.join(FIT_AXES)}, got {p['fit_axis']!r}")
-            kw["fit_axis"] = p["fit_axis"]
-        if p.get("fit_k_by") is not None:
-            if p["fit_k_by"] not in FIT_K_BY:
-                raise UserError(f"{NAME}: fit_k_by should be one of {', '.join(FIT_K_BY)}, got {p['fit_k_by']!r}")
-            kw["fit_k_by"] = p["fit_k_by"]
-        if p.get("fit_k") is not None:
-            k = _number(p["fit_k"], "fit_k")
-            if k < 3 or k != int(k):
-                raise UserError(f"{NAME}: fit_k should be an integer >= 3 (or null for all points), got {p['fit_k']!r}")
-            kw["fit_k"] = int(k)
-        if p.get("max_panels") is not None:
-            kw["max_panels"] = int(_number(p["max_panels"], "max_panels"))
-        skip = p.get("skip_fit")
+        self.target_horizons: tuple[int, ...] | None = tuple(parse_horizon(h) for h in hs) or None
+        self.average_h_tokens: tuple[int, ...] | None = (
+            None if self.average_h is None else tuple(parse_horizon(h, "average_h") for h in self.average_h))
+        if self.avg_rel_from > 0:
+            raise fail(NAME, "avg_rel_from", self.avg_rel_from, "a whole number <= 0 (rows before the horizon)")
+        if self.avg_rel_from > self.avg_rel_to:
+            raise fail(NAME, "avg_rel_from", self.avg_rel_from, f"<= avg_rel_to ({self.avg_rel_to})")
+        if not self.horizon_tolerance >= 0:
+            raise fail(NAME, "horizon_tolerance", self.horizon_tolerance, "a distance >= 0 in log2 units")
+        if self.fit_k is not None and self.fit_k < 3:
+            raise fail(NAME, "fit_k", self.fit_k, "an integer >= 3 (or null for all points)")
+        if not 0 < self.bootstrap.level < 1:
+            raise fail(NAME, "bootstrap.level", self.bootstrap.level, "a level in (0, 1)")
+        if self.bootstrap.n < 0:
+            raise fail(NAME, "bootstrap.n", self.bootstrap.n, "a count >= 0 (0 switches it off)")
+        if self.max_panels < 1:
+            raise fail(NAME, "max_panels", self.max_panels, "a count >= 1")
+        skip = self.skip_fit
+        self.skip_all = skip is True
+        pairs: list[tuple[int, int]] = []
         if isinstance(skip, (list, tuple)):
-            pairs = []
             for pair in skip:
                 if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                    raise UserError(f"{NAME}: skip_fit should be true/false or a list of [horizon, bs] pairs, got {pair!r}")
+                    raise fail(NAME, "skip_fit", skip, "true, false or a list of [horizon, bs] pairs")
                 pairs.append((parse_horizon(pair[0], "skip_fit"), int(_number(pair[1], "skip_fit"))))
-            kw["skip_fit"] = tuple(pairs)
-        elif skip is not None:
-            kw["skip_fit"] = bool(skip)
-        by = p.get("by")
-        if by:
-            kw["by"] = tuple([by] if isinstance(by, str) else by)
-        boot = {"n": 200, "seed": 0, "level": 0.95, "mode": "points"}
-        if p.get("bootstrap") is not None:
-            given = p["bootstrap"]
-            if not isinstance(given, Mapping):
-                raise UserError(f"{NAME}: bootstrap should be a mapping like {{n: 200, seed: 0}}, got {given!r}")
-            bad = sorted(set(given) - set(boot))
-            if bad:
-                raise UserError(f"{NAME}: unknown bootstrap option(s) {', '.join(bad)}; expected n, seed, level, mode")
-            boot.update({k: v for k, v in given.items() if v is not None})
-        if boot["mode"] not in BOOT_MODES:
-            raise UserError(f"{NAME}: bootstrap.mode should be points or residuals, got {boot['mode']!r}")
-        boot["n"], boot["seed"], boot["level"] = int(boot["n"]), int(boot["seed"]), float(boot["level"])
-        if not 0 < boot["level"] < 1:
-            raise UserError(f"{NAME}: bootstrap.level should be in (0, 1), got {boot['level']!r}")
-        kw["bootstrap"] = boot
-        return cls(**kw)
+        elif not isinstance(skip, bool):
+            raise fail(NAME, "skip_fit", skip, "true, false or a list of [horizon, bs] pairs")
+        self.skip_pairs = frozenset(pairs)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly settings for summary.json."""
-        return asdict(self)
+        """The settings for summary.json, with the horizons as token counts."""
+        out = super().to_dict()
+        if self.target_horizons:
+            out["horizons"] = list(self.target_horizons)
+        return out
 
 
 def _number(value: Any, what: str) -> float:
@@ -263,16 +249,16 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
     pairs = np.flatnonzero(np.bincount(row_key, minlength=len(bs_values) * n_h))
     pair_bs, pair_h = pairs // n_h, pairs % n_h
     log2_h = np.log2(np.asarray(h_values, float))
-    if s.horizons:
-        targets_h = list(dict.fromkeys(s.horizons))
+    if s.target_horizons:
+        targets_h = list(dict.fromkeys(s.target_horizons))
     else:
         targets_h = [int(round(h)) for h in h_values]
         if s.pow2_only:
             powers = [h for h in targets_h if h > 0 and h & (h - 1) == 0]
             if powers:  # else: no logged horizon is a power of two, so every logged horizon is used
                 targets_h = powers
-    skip_all = s.skip_fit is True
-    skip_pairs = set(s.skip_fit) if isinstance(s.skip_fit, tuple) else set()
+    skip_all = s.skip_all
+    skip_pairs = s.skip_pairs
     tol = s.horizon_tolerance
     rows: list[dict[str, Any]] = []
     edge_key: list[np.ndarray] = []
@@ -289,7 +275,7 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
             if len(lh_b) > 1 and abs(lh_b[j - 1] - lH) <= abs(lh_b[j] - lH):
                 j -= 1
             dist = abs(lh_b[j] - lH)
-            if not s.horizons and dist > EPS:
+            if not s.target_horizons and dist > EPS:
                 continue  # every horizon in the table: each batch size only at the horizons it logs
             row: dict[str, Any] = {"gid": len(rows), "horizon": int(H), "bs": _as_int(bs), "log2_horizon": lH,
                                    "horizon_used": float(2.0 ** lh_b[j]), "snapped": False, "status": "ok", "reason": ""}
@@ -305,7 +291,7 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
                 snapped.append(f"{bs:g}")
             centre = lh_b[j]
             row["log2_horizon_used"] = centre
-            apply = (s.average_h is None or any(abs(math.log2(a) - lH) <= EPS for a in s.average_h)) and \
+            apply = (s.average_h_tokens is None or any(abs(math.log2(a) - lH) <= EPS for a in s.average_h_tokens)) and \
                     (s.average_bs is None or any(abs(a - bs) <= EPS for a in s.average_bs))
             lo_i, hi_i = (j + s.avg_rel_from, j + s.avg_rel_to) if apply else (j, j)
             covered = lo_i >= 0 and hi_i <= len(lh_b) - 1
@@ -550,11 +536,11 @@ def _bootstrap_vertex(X: np.ndarray, Y: np.ndarray, W: np.ndarray, F: np.ndarray
                       c: np.ndarray, groups: np.ndarray, s: MinimaSettings) -> np.ndarray:
     """(len(groups), n) bootstrap vertices (NaN where a replicate is non-convex or degenerate)."""
     boot = s.bootstrap
-    B = int(boot["n"])
+    B = int(boot.n)
     out = np.full((len(groups), B), np.nan)
     if B <= 0 or not len(groups):
         return out
-    rng = np.random.default_rng(int(boot["seed"]))
+    rng = np.random.default_rng(int(boot.seed))
     # compact each group's fit points to the left: (g, K)
     Fg = F[groups]
     k = Fg.sum(axis=1)
@@ -569,7 +555,7 @@ def _bootstrap_vertex(X: np.ndarray, Y: np.ndarray, W: np.ndarray, F: np.ndarray
         g_n = len(Xc[sl])
         u = rng.random((g_n, B, K))
         kk = k[sl][:, None, None]
-        if boot["mode"] == "points":
+        if boot.mode == "points":
             idx = np.minimum((u * kk).astype(int), kk - 1)
             xb = np.take_along_axis(np.broadcast_to(Xc[sl][:, None, :], (g_n, B, K)), idx, axis=2)
             yb = np.take_along_axis(np.broadcast_to(Yc[sl][:, None, :], (g_n, B, K)), idx, axis=2)
@@ -679,13 +665,13 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings) -
     ci_hi = np.full(G, np.nan)
     n_boot_ok = np.zeros(G, int)
     groups = np.flatnonzero(convex)
-    if s.bootstrap["n"] > 0 and len(groups):
+    if s.bootstrap.n > 0 and len(groups):
         v = _bootstrap_vertex(X, Y, W, F, a, b, c, groups, s)
         lv = icept[groups, None] + slope[groups, None] * v
-        tail = (1 - s.bootstrap["level"]) / 2 * 100
+        tail = (1 - s.bootstrap.level) / 2 * 100
         good = np.isfinite(lv)
         n_boot_ok[groups] = good.sum(axis=1)
-        enough = good.sum(axis=1) >= max(2, s.bootstrap["n"] // 2)
+        enough = good.sum(axis=1) >= max(2, s.bootstrap.n // 2)
         lo, hi = row_percentiles(lv, [tail, 100 - tail])
         ci_lo[groups] = np.where(enough, np.exp2(lo), np.nan)
         ci_hi[groups] = np.where(enough, np.exp2(hi), np.nan)
@@ -742,7 +728,7 @@ class MinimaResult:
 def compute_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSettings | None,
                    warn: Callable[[str], None] | None = None) -> MinimaResult:
     """Minima and their points for every (horizon, bs[, by]) of ``table`` (see the module docstring)."""
-    s = settings if isinstance(settings, MinimaSettings) else MinimaSettings.from_params(settings)
+    s = as_settings(MinimaSettings, settings)
     warnings: list[str] = []
 
     def _warn(msg: str) -> None:
@@ -827,7 +813,7 @@ def summarize(minima: pd.DataFrame, s: MinimaSettings) -> dict[str, Any]:
 
 def run(table: pd.DataFrame, params: Mapping[str, Any] | None, out: Any) -> dict[str, Any]:
     """Find the minima, write minima.csv, points.csv and the figures; return the summary."""
-    s = MinimaSettings.from_params(params)
+    s = as_settings(MinimaSettings, params)
     result = compute_minima(table, s, out.warn)
     minima = result.minima
     out.table("minima", minima)
@@ -841,3 +827,24 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | None, out: Any) -> dict
             out.warn(f"parabola grid shows the first {s.max_panels} of {len(groups)} (horizon, bs) groups (max_panels)")
         out.figure("parabolas", minima_plots.plot_parabola_grid(minima, result.points, max_panels=s.max_panels))
     return {"settings": s.to_dict(), **summarize(minima, s)}
+
+
+class Minima(AnalysisBase):
+    """The minima analysis (``_target_: analyses.minima.Minima``)."""
+
+    name = NAME
+    settings_type = MinimaSettings
+    REQUIRED_COLUMNS = REQUIRED_COLUMNS
+
+    def required_columns(self, settings: MinimaSettings) -> tuple[str, ...]:
+        """lr, bs, horizon, train_loss, the ``by`` columns, and output_norm when the parabola is in it."""
+        extra = ("output_norm",) if settings.fit_axis == "output_norm" else ()
+        return (*REQUIRED_COLUMNS, *settings.by, *extra)
+
+    def carried_columns(self, settings: MinimaSettings) -> tuple[str, ...]:
+        """The ``by`` columns."""
+        return tuple(settings.by)
+
+    def run(self, table: pd.DataFrame, settings: MinimaSettings, out: Any) -> dict[str, Any]:
+        """See the module-level ``run``."""
+        return run(table, settings, out)

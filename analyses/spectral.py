@@ -18,19 +18,23 @@ with the recommended estimator per accuracy budget (the fastest within 1% and wi
 """
 from __future__ import annotations
 
+import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Optional
 
 import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError, require_extra
+from toolkit.protocol import AnalysisBase
+from toolkit.settings import Settings, as_settings, fail
 
-REQUIRED_COLUMNS: tuple[str, ...] = ()
 NAME = "spectral"
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 DEFAULT_METHODS = ["exact", "matrix_norm", "power:5", "power:10", "power", "ns5-fast", "ns3-accurate"]
 DEFAULT_DTYPES = ["float32", "bfloat16"]
 BUDGETS = {"within_1pct": 0.01, "within_5pct": 0.05}
@@ -76,9 +80,8 @@ def _shape(item: Any) -> tuple[int, int]:
     return rows, cols
 
 
-def resolve_shapes(params: dict[str, Any]) -> dict[tuple[int, int], int]:
+def resolve_shapes(spec: Any) -> dict[tuple[int, int], int]:
     """The shapes to benchmark (with their model counts) from ``shapes``: a preset, a list of shapes, or a mix."""
-    spec = params.get("shapes", "gpt2-124m")
     if spec is None:
         raise UserError("analysis.spectral: give shapes (a preset or [[rows, cols], ...]) or a checkpoint")
     items = [spec] if isinstance(spec, str) else list(spec)
@@ -102,12 +105,51 @@ def resolve_device(spec: Any) -> tuple[str, str]:
         if torch.cuda.is_available():
             return "cuda", f"device: cuda ({torch.cuda.get_device_name()}), chosen automatically"
         return "cpu", "device: cpu (no CUDA device available; analysis.spectral.device=cuda on a GPU machine)"
+    if not DEVICE.fullmatch(spec):
+        raise UserError(f"analysis.spectral: device '{spec}': expected auto, cpu, cuda or cuda:N")
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"analysis.spectral: device '{spec}' asked for, but torch sees no CUDA device")
-    if spec != "cpu" and not spec.startswith("cuda"):
-        raise UserError(f"analysis.spectral: device '{spec}': expected auto, cpu or cuda")
     name = f" ({torch.cuda.get_device_name()})" if spec.startswith("cuda") else ""
     return spec, f"device: {spec}{name}, as configured"
+
+
+@dataclass
+class SpectralSettings(Settings):
+    """Every knob of the spectral benchmark; see conf/analysis/spectral.yaml."""
+
+    shapes: Any = "gpt2-124m"
+    checkpoint: Optional[str] = None
+    max_per_shape: int = 8
+    methods: List[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    dtypes: List[str] = field(default_factory=lambda: list(DEFAULT_DTYPES))
+    device: str = "auto"
+    repeats: int = 5
+    warmup: int = 2
+    seed: int = 0
+    gap: float = 1.1
+    decay: float = 0.5
+    batch: Any = 1
+
+    def __post_init__(self) -> None:
+        from toolkit.spectral import parse_method
+
+        self.shape_counts = None if self.checkpoint else resolve_shapes(self.shapes)
+        for key in ("methods", "dtypes"):
+            if not getattr(self, key):
+                raise fail(NAME, key, getattr(self, key), "a non-empty list")
+        for m in self.methods:
+            parse_method(m)
+        if not DEVICE.fullmatch(self.device):
+            raise fail(NAME, "device", self.device, "auto, cpu, cuda or cuda:N")
+        if not (self.batch in ("model", "preset") or type(self.batch) is int and self.batch >= 1):
+            raise fail(NAME, "batch", self.batch, "a count >= 1, or model (the preset's count of each shape)")
+        for key, low in (("repeats", 1), ("warmup", 0), ("max_per_shape", 1)):
+            if getattr(self, key) < low:
+                raise fail(NAME, key, getattr(self, key), f"a count >= {low}")
+        if not self.gap >= 1:
+            raise fail(NAME, "gap", self.gap, "s1/s2 >= 1")
+        if not self.decay >= 0:
+            raise fail(NAME, "decay", self.decay, "a tail exponent >= 0")
 
 
 def synthetic_case(shape: tuple[int, int], batch: int, gap: float, decay: float, seed: int, device: str) -> tuple[Any, list[float]]:
@@ -253,39 +295,30 @@ def recommend(df: pd.DataFrame) -> dict[str, Any]:
     return {"per_shape": per_shape, "overall": overall}
 
 
-def run(table: pd.DataFrame | None, params: dict[str, Any], out: Any) -> dict[str, Any]:
+def run(table: pd.DataFrame | None, params: Mapping[str, Any] | SpectralSettings | None, out: Any) -> dict[str, Any]:
     """Benchmark the spectral-norm estimators; write benchmark.csv and pareto.png; return the summary."""
     torch = require_extra("torch", "torch")
-    from toolkit.spectral import parse_method, resolve_dtype
+    from toolkit.spectral import resolve_dtype
 
-    methods = list(params.get("methods") or DEFAULT_METHODS)
-    for m in methods:
-        parse_method(m)
-    dtypes = list(params.get("dtypes") or DEFAULT_DTYPES)
-    for d in dtypes:
+    s = as_settings(SpectralSettings, params, who=NAME)
+    for d in s.dtypes:
         resolve_dtype(d)
-    device, note = resolve_device(params.get("device", "auto"))
-    repeats, warmup = int(params.get("repeats", 5)), int(params.get("warmup", 2))
-    seed = int(params.get("seed", 0))
-    gap, decay = float(params.get("gap", 1.1)), float(params.get("decay", 0.5))
-    checkpoint = params.get("checkpoint")
-    if checkpoint:
-        loaded = checkpoint_cases(str(checkpoint), int(params.get("max_per_shape", 8)))
+    device, note = resolve_device(s.device)
+    if s.checkpoint:
+        loaded = checkpoint_cases(s.checkpoint, s.max_per_shape)
         cases = {shape: (stack.to(device), refs) for shape, (stack, refs, _) in loaded.items()}
-        source = f"checkpoint {Path(str(checkpoint)).name}: " + ", ".join(
-            f"{s[0]}x{s[1]} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" for s, (_, _, names) in loaded.items())
+        source = f"checkpoint {Path(s.checkpoint).name}: " + ", ".join(
+            f"{sh[0]}x{sh[1]} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" for sh, (_, _, names) in loaded.items())
         reference = "float64 torch.linalg.svdvals on CPU"
     else:
-        shapes = resolve_shapes(params)
-        batch_spec = params.get("batch", 1)
-        torch.manual_seed(seed)
+        torch.manual_seed(s.seed)
         cases = {}
-        for shape, count in shapes.items():
-            batch = count if batch_spec in ("model", "preset") else int(batch_spec or 1)
-            cases[shape] = synthetic_case(shape, batch, gap, decay, seed, device)
-        source = f"synthetic: W = U diag(s) V^T, s1/s2 = {gap}, s_i = s2 (i-1)^-{decay}"
+        for shape, count in s.shape_counts.items():
+            batch = count if s.batch in ("model", "preset") else s.batch
+            cases[shape] = synthetic_case(shape, batch, s.gap, s.decay, s.seed, device)
+        source = f"synthetic: W = U diag(s) V^T, s1/s2 = {s.gap}, s_i = s2 (i-1)^-{s.decay}"
         reference = "s1 by construction (float64), equal to float64 svdvals"
-    df = benchmark(cases, methods, dtypes, device, repeats, warmup, seed)
+    df = benchmark(cases, s.methods, s.dtypes, device, s.repeats, s.warmup, s.seed)
     out.table("benchmark", df)
     from analyses.spectral_plots import pareto_figure
 
@@ -304,7 +337,16 @@ def run(table: pd.DataFrame | None, params: dict[str, Any], out: Any) -> dict[st
         else "perf_counter (synchronous on CPU), median of repeats after warm-up",
         "recommended": rec,
         "n_rows": len(df),
-        "settings": {"methods": methods, "dtypes": dtypes, "repeats": repeats, "warmup": warmup, "seed": seed,
-                     "gap": gap, "decay": decay, "checkpoint": checkpoint,
-                     "shapes": None if checkpoint else [f"{s[0]}x{s[1]}" for s in cases]},
+        "settings": {**s.to_dict(), "shapes": None if s.checkpoint else [f"{sh[0]}x{sh[1]}" for sh in cases]},
     }
+
+
+class Spectral(AnalysisBase):
+    """The spectral-norm benchmark (``_target_: analyses.spectral.Spectral``); it reads no table columns."""
+
+    name = NAME
+    settings_type = SpectralSettings
+
+    def run(self, table: pd.DataFrame | None, settings: SpectralSettings, out: Any) -> dict[str, Any]:
+        """See the module-level ``run``."""
+        return run(table, settings, out)

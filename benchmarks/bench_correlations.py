@@ -93,7 +93,7 @@ def bench(tracker_cfg: dict[str, Any], keys_from_params: bool, out_dir: Path, ov
     """Time read, recipe, analysis and outputs for one tracker."""
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    tracker, _ = build_tracker(dict(tracker_cfg))
+    tracker = build_tracker(dict(tracker_cfg))
     if hasattr(tracker, "configure"):
         tracker.configure(cache={"enabled": False}, progress=False)
     recipe_params = {"family": FAMILY, "ranges": {"matrix": [1, ARGS.matrices], "column": [1, ARGS.columns]} if keys_from_params else None}
@@ -165,7 +165,7 @@ def main() -> None:
             else:
                 db.unlink(missing_ok=True)
                 setup = lambda tr, db=db: write_mlflow_sqlite(tr, db, data)  # noqa: E731
-        tracker, _ = build_tracker(dict(cfg))
+        tracker = build_tracker(dict(cfg))
         t = time.perf_counter()
         setup(tracker)
         print(f"[{name}] setup (logging, not timed) {time.perf_counter() - t:.1f} s")
@@ -187,7 +187,7 @@ def cached_read(tracker_cfg: dict[str, Any], cache_dir: Path) -> None:
     keys = metric_family.metric_keys({"family": FAMILY, "ranges": {"matrix": [1, ARGS.matrices], "column": [1, ARGS.columns]}})
     for label in ("read + fill the cache", "read from the cache (re-run)"):
         t = time.perf_counter()
-        tracker, _ = build_tracker(dict(tracker_cfg))
+        tracker = build_tracker(dict(tracker_cfg))
         tracker.configure(cache={"enabled": True, "dir": str(cache_dir)}, progress=False)
         runset = read_runset(tracker, Selection(name_regex="^fira-"), keys)
         print(f"[mlflow] {label:<38s} {time.perf_counter() - t:7.2f} s  ({len(runset.history):,} rows, "

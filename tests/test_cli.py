@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,108 @@ def test_submitit_local_launcher(sweep_file, tmp_path):
                    timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(pd.read_csv(sweep_dir / "sweep_summary.csv")["status"]) == ["ok", "ok"]
+
+
+# ------------------------------------------------------------------------------------- contract: errors and exit codes
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["analysis.minima.fitk=3"], "fitk"),
+    (["analysis.minima.weighted=maybe"], "weighted"),
+    (["analysis.minima.bootstrap.n=lots"], "bootstrap.n"),
+    (["tracker.nope=1"], "nope"),
+    (["analysis=[no_such_analysis]"], "no_such_analysis"),
+    (["analysis.minima.fit_k=2"], "fit_k"),
+    (["select.name_regex=^lr-"], "quote"),
+])
+def test_config_errors_exit_2_with_one_line(tmp_path, args, expected):
+    proc = run_cli(*args, f"hydra.run.dir={tmp_path / 'OUT'}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert expected in _one_error_line(proc)
+    if (tmp_path / "OUT").exists():
+        assert not any(p.name.endswith(".partial") for p in (tmp_path / "OUT").rglob("*"))
+
+
+def test_selection_with_regex_characters_and_unlisted_config_keys(sweep_file, tmp_path):
+    path, sweep = sweep_file
+    common = [f"tracker.path={path}", "analysis.minima.plots=false", "analysis.minima.bootstrap.n=0",
+              'analysis.minima.horizons=["2^26"]']
+    out = tmp_path / "a"
+    proc = run_cli(*common, "select.name_regex='-bs-(32|64)-seed-0$'", "select.config.bs=[32,64]", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    minima = pd.read_csv(out / "minima" / "minima.csv")
+    assert sorted(minima["bs"].unique()) == [32, 64]
+    table = pd.read_parquet(out / "table.parquet")
+    assert set(table["seed"].unique()) == {0}
+
+
+STUB_ANALYSIS = '''
+from dataclasses import dataclass
+from toolkit.protocol import AnalysisBase
+from toolkit.settings import Settings
+
+
+@dataclass
+class BrokenSettings(Settings):
+    pass
+
+
+class Broken(AnalysisBase):
+    name = "broken"
+    settings_type = BrokenSettings
+
+    def run(self, table, settings, out):
+        out.table("half", table.head())
+        raise ValueError("a bug in this analysis")
+'''
+
+
+def test_a_buggy_analysis_next_to_a_good_one(sweep_file, tmp_path):
+    path, _ = sweep_file
+    extra = tmp_path / "extra_conf" / "analysis"
+    extra.mkdir(parents=True)
+    (extra / "broken.yaml").write_text("# @package analysis.broken\n_target_: cli_stub_analysis.Broken\n")
+    (tmp_path / "cli_stub_analysis.py").write_text(STUB_ANALYSIS)
+    out = tmp_path / "OUT"
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), f"tracker.path={path}", "analysis=[broken,minima]",
+                           f"hydra.searchpath=[file://{tmp_path / 'extra_conf'}]", "analysis.minima.bootstrap.n=0",
+                           f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    status = json.loads((out / "status.json").read_text())
+    assert status["analyses"]["broken"]["kind"] == "bug" and "a bug in this analysis" in status["analyses"]["broken"]["message"]
+    assert status["analyses"]["minima"]["status"] == "ok"
+    assert (out / "minima" / "minima.csv").exists() and not (out / "broken").exists()
+    assert not any(p.name.endswith(".partial") for p in out.iterdir())
+    assert "a bug in this analysis" in (out / "report.html").read_text()
+    assert "Traceback" in (out / "run.log").read_text()  # the traceback goes to the log
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_interrupted_run_cleans_up_and_says_so(sweep_file, tmp_path):
+    import signal
+    import time
+
+    path, _ = sweep_file
+    out = tmp_path / "OUT"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), f"tracker.path={path}", "analysis=[minima,regressions]",
+                             "analysis.regressions.bootstrap.n=100000", "analysis.minima.plots=false", f"hydra.run.dir={out}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / ".regressions.partial").exists():
+        time.sleep(0.2)
+    assert (out / ".regressions.partial").exists(), "the regressions never started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert not any(p.name.endswith(".partial") for p in out.iterdir())
+    status = json.loads((out / "status.json").read_text())
+    assert status["error"]["kind"] == "interrupted" and status["analyses"]["minima"]["status"] == "ok"
+    assert (out / "report.html").exists()
+    assert "Traceback" not in err and len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1

@@ -208,6 +208,7 @@ def test_keys_on_one_side_only_are_reported_not_dropped_silently():
     assert res["summary"]["unmatched"]["matrix"]["only_a_keys"] == ["scaling_factor/scaling_factor4"]
     assert res["summary"]["matrix"]["n"] == 3
     assert any("only on side a" in w for w in warnings)
+    assert "column" not in res["summary"]  # the family given replaces the default one
 
 
 def test_over_time_matches_scipy_per_step():
@@ -233,14 +234,18 @@ def test_bad_input_fails_with_one_line_naming_the_problem():
         C.correlate(table, {"a": "nomatch", "b": "side-b"})
     with pytest.raises(UserError, match="same run"):
         C.correlate(table, {"a": "side", "b": "side"})
-    with pytest.raises(UserError, match="reduce: 'mode'"):
+    with pytest.raises(UserError, match=r"'mode', expected one of \[mean, median, last\] \(key reduce\)"):
         C.correlate(table, {"a": "side-a", "b": "side-b", "reduce": "mode"})
     with pytest.raises(UserError, match="no metric key matches"):
         C.correlate(table, {"a": "side-a", "b": "side-b", "family": "other/{x}"})
     with pytest.raises(UserError, match="missing column"):
         C.correlate(table.drop(columns=["key"]), {"a": "side-a", "b": "side-b"})
-    with pytest.raises(UserError, match=r"steps: expected \[from, to\]"):
+    with pytest.raises(UserError, match=r"\(key steps\)"):
         C.correlate(table, {"a": "side-a", "b": "side-b", "steps": 5})
+    with pytest.raises(UserError, match=r"steps=\[5.0\]; expected \[from, to\]"):
+        C.correlate(table, {"a": "side-a", "b": "side-b", "steps": [5]})
+    with pytest.raises(UserError, match=r"bootstrap.level=1.5; expected a level in \(0, 1\)"):
+        C.correlate(table, {"a": "side-a", "b": "side-b", "bootstrap": {"level": 1.5}})
 
 
 # ------------------------------------------------------------------ recipe
@@ -298,6 +303,9 @@ TOY = {"steps": 12, "d_model": 16, "n_heads": 2, "rank": 2, "n_samples": 6}
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
+    from toolkit.settings import register_schemas
+
+    register_schemas(CONF)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=overrides)
 
@@ -336,7 +344,7 @@ def test_experiment_fira_similarity_end_to_end_on_the_local_tracker(tmp_path: Pa
     from toolkit.examples import fira_toy
 
     runs = tmp_path / "fira_runs"
-    fira_toy.run_toy(fira_toy.tracker_configs(runs, ["local"]), **TOY)
+    fira_toy.run_toy(fira_toy.tracker_settings(runs, ["local"]), **TOY)
     cfg = _compose(["experiment=fira_similarity", f"tracker.path={runs}", "analysis.correlations.bootstrap.n=50",
                     f"cache.dir={tmp_path / 'cache'}", "progress=false"])
     status = pipeline.run(cfg, tmp_path / "out")
@@ -360,7 +368,7 @@ def test_toy_logged_through_mlflow_and_wandb_reads_back_to_the_same_result(tmp_p
     from toolkit.examples import fira_toy
 
     runs = tmp_path / "fira_runs"
-    fira_toy.run_toy(fira_toy.tracker_configs(runs, ["local", "mlflow", "wandb"]), **TOY)
+    fira_toy.run_toy(fira_toy.tracker_settings(runs, ["local", "mlflow", "wandb"]), **TOY)
     expected = _expected_from_toy()
     common = ["experiment=fira_similarity", "analysis.correlations.bootstrap.n=50", f"cache.dir={tmp_path / 'cache'}",
               "progress=false", "analysis.correlations.over_time=false"]

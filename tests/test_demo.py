@@ -181,18 +181,18 @@ def test_log_sweep_through_a_tracker():
     assert all(np.isfinite(v) for _, m in bad["metrics"] for v in m.values())
 
 
-def test_cli_tracker_by_import_path(monkeypatch, capsys):
-    module = type(sys)("demo_stub_mod")
-    made: list[RecordingTracker] = []
-    module.Tracker = lambda **kw: made.append(RecordingTracker(**kw)) or made[-1]
-    monkeypatch.setitem(sys.modules, "demo_stub_mod", module)
-    monkeypatch.setitem(demo.TRACKERS, "local", "demo_stub_mod.Tracker")
-    assert demo.main(["--small", "--tracker", "local", "--tracker-arg", "path=x/y", "--tracker-arg", "n=3", "--no-progress"]) == 0
-    assert made[0].kwargs == {"path": "x/y", "n": 3} and len(made[0].runs) == 96
+def test_cli_tracker_settings_are_cast_and_checked_by_the_trackers_schema(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert demo.main(["--small", "--tracker", "local", "--tracker-arg", f"path={runs}", "--no-progress"]) == 0
+    assert len(list(runs.glob("*/metrics.jsonl"))) == 96
+    tracker = demo.build_tracker("local", [f"path={runs}", "run_columns=run,name"])
+    assert tracker.run_columns == ("run", "name")
     with pytest.raises(UserError, match="key=value"):
         demo.build_tracker("local", ["oops"])
-    with pytest.raises(UserError, match="unknown tracker"):
+    with pytest.raises(UserError, match="unknown tracker 'neptune'"):
         demo.build_tracker("neptune", [])
+    with pytest.raises(UserError, match="nope"):
+        demo.build_tracker("local", ["nope=1"])
 
 
 @pytest.mark.slow

@@ -159,7 +159,7 @@ def test_wandb_export_maps_meta_config_summary_and_step_zero_history(tmp_path: P
     assert (rs.history["step"] == 0).all() and len(rs.history) == 2
     assert rs.history.set_index("run_id").loc["moe.lr_4e-3", "optim.lr"] == pytest.approx(4e-3)
     assert any("no per-step history" in w for w in rs.warnings)
-    assert len(LocalTracker(str(path)).list_runs(Selection(tags=["a=spm"]))) == 1
+    assert len(read_runset(LocalTracker(str(path)), Selection(tags=["a=spm"]), None).runs) == 1
 
 
 def test_wandb_export_with_id_column_and_repeated_names(tmp_path: Path):
@@ -285,14 +285,14 @@ def test_flat_table_is_one_run_per_row(tmp_path: Path):
 def test_selection_filters_on_a_local_folder(tmp_path: Path):
     write_runs(tmp_path)
     tracker = LocalTracker(str(tmp_path))
-    names = lambda **kw: sorted(tracker.list_runs(Selection(**kw))["name"])  # noqa: E731
+    names = lambda **kw: sorted(read_runset(tracker, Selection(**kw), None).runs["name"])  # noqa: E731
     assert names(name_regex="^[ab]$") == ["a", "b"]
     assert names(config={"optim.lr": 1e-3}) == ["a", "c"]
     assert names(config={"bs": [64, 128]}) == ["c"]
     assert names(state=["failed"]) == ["b"]
     assert names(tags=["bs64"]) == ["c"]
     assert names(config={"optim.lr": "0.001"}, tags=["sweep"]) == ["a", "c"]
-    assert names(run_ids=[tracker.list_runs(Selection(name_regex="c"))["run_id"].iloc[0]]) == ["c"]
+    assert names(run_ids=[read_runset(tracker, Selection(name_regex="c"), None).runs["run_id"].iloc[0]]) == ["c"]
 
 
 def test_missing_metric_key_is_a_warning_not_an_error(tmp_path: Path):

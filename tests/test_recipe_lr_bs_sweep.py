@@ -1,17 +1,20 @@
 """The lr x bs sweep recipe: hyperparameters from config or names, horizons, filters, duplicates, seed aggregation."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from toolkit import demo
 from toolkit.demo import make_lr_bs_sweep
 from toolkit.errors import UserError
+from toolkit.protocol import Built
 from toolkit.recipes import lr_bs_sweep as recipe
 from toolkit.runset import RunSet
 
@@ -135,8 +138,10 @@ def test_momentum_decayed_and_filters():
     assert pick(batch_sizes=[128]) == {names[2]}
     with pytest.raises(UserError, match="no run is left after filters"):
         pick(seeds=[7])
-    with pytest.raises(UserError, match="unknown filter"):
+    with pytest.raises(UserError, match=r"recipe lr_bs_sweep: Key 'colour' not in 'SweepFilters'"):
         pick(colour="red")
+    with pytest.raises(UserError, match=r"filters.seeds=\['one'\]; expected an integer or a list"):
+        pick(seeds=["one"])
 
 
 def test_unparseable_names_are_warned_once_and_left_out():
@@ -201,8 +206,16 @@ def test_bad_config_values_and_missing_inputs():
         recipe.build(runset, {"seq_len": None}, [].append)
     with pytest.raises(UserError, match=r"no history column 'loss'.*history has: train_loss, output_norm"):
         build(runset, metrics={"train_loss": "loss"})
-    with pytest.raises(UserError, match="unknown option 'seqlen'"):
+    with pytest.raises(UserError, match="Key 'seqlen' not in 'LrBsSweepSettings'"):
         build(runset, seqlen=3)
+    with pytest.raises(UserError, match=r"seq_len=0; expected a positive integer"):
+        build(runset, seq_len=0)
+    with pytest.raises(UserError, match=r"Invalid value 'middle', expected one of \[in, hidden, out\] \(key layer_lr\)"):
+        build(runset, layer_lr="middle")
+    with pytest.raises(UserError, match=r"metrics.train_loss=''; expected the history key"):
+        build(runset, metrics={"train_loss": ""})
+    with pytest.raises(UserError, match=r"name_patterns='lr-\(\?P<lr>'; expected a valid regex"):
+        build(runset, name_patterns="lr-(?P<lr>")
 
 
 def test_tokens_key_is_the_horizon():
@@ -237,13 +250,18 @@ def test_seed_aggregation_matches_an_independent_groupby(sweep):
 
 
 def test_yaml_lists_every_option_with_the_code_defaults():
+    """Each `# key: value` line of the yaml is the dataclass default; the file sets only seq_len (the example's)."""
+    text = YAML.read_text()
+    documented = {m[1]: yaml.safe_load(m[2]) for m in re.finditer(r"^# ([A-Za-z_]\w*): (.*)$", text, re.M)}
+    assert documented == recipe.LrBsSweepSettings().to_dict()
     cfg = OmegaConf.to_container(OmegaConf.load(YAML))
-    assert cfg.pop("module") == "toolkit.recipes.lr_bs_sweep"
-    assert set(cfg) == set(recipe.DEFAULTS)
-    for key, value in cfg.items():
-        if key != "seq_len":
-            assert value == recipe.DEFAULTS[key], key
-    assert recipe.metric_keys(cfg) == ["train_loss", "output_norm"]
+    assert cfg == {"defaults": ["/schema/recipe/lr_bs_sweep@_here_", "_self_"],
+                   "_target_": "toolkit.recipes.lr_bs_sweep.LrBsSweep", "seq_len": 1024}
+    settings = recipe.as_settings(recipe.LrBsSweepSettings, {"seq_len": cfg["seq_len"]})
+    assert recipe.LrBsSweep().metric_keys(settings) == recipe.metric_keys({}) == ["train_loss", "output_norm"]
+    built = recipe.LrBsSweep().build(make_runset(small_history(["lr-0.001-bs-64-seed-0", "x"])), settings)
+    assert isinstance(built, Built) and built.table["horizon"].tolist() == [64 * 1024 * s for s in (1, 2, 3)]
+    assert any("left out: x" in w for w in built.warnings)
 
 
 @pytest.mark.slow

@@ -11,9 +11,10 @@ import pytest
 from adapters.local import LocalTracker
 from analyses.minima import find_minima
 from toolkit.errors import UserError
-from toolkit.protocol import read_runset
+from toolkit.protocol import Built, read_runset
 from toolkit.recipes import lr_table
 from toolkit.runset import Selection
+from toolkit.settings import as_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"m20": 2.0e7, "m80": 8.0e7, "m320": 3.2e8}
@@ -82,17 +83,34 @@ def test_bad_columns_are_one_line_errors(tmp_path):
     survey_csv(tmp_path / "survey.csv")
     with pytest.raises(UserError, match="no column 'lr_peak' for lr"):
         table_of(tmp_path / "survey.csv", columns={"lr": "lr_peak", "horizon": "D", "loss": "loss"})
-    with pytest.raises(UserError, match="unknown recipe.columns"):
+    with pytest.raises(UserError, match=r"recipe lr_table: Key 'tokens' not in 'LrTableColumns'"):
         table_of(tmp_path / "survey.csv", columns={"lr": "peak_lr", "tokens": "D"})
-    with pytest.raises(UserError, match="recipe.reduce"):
+    with pytest.raises(UserError, match=r"recipe lr_table: Invalid value 'max', expected one of \[min, mean\] \(key reduce\)"):
         table_of(tmp_path / "survey.csv", reduce="max")
+    with pytest.raises(UserError, match=r"recipe.keep_columns: no column 'size'"):
+        table_of(tmp_path / "survey.csv", keep_columns=["size"])
+
+
+def test_the_recipe_class_returns_the_table_and_its_warnings(tmp_path):
+    """LrTable (the yaml's _target_) builds from its settings object and hands the warnings back."""
+    survey_csv(tmp_path / "survey.csv")
+    runset = read_runset(LocalTracker(str(tmp_path / "survey.csv")), Selection(), None)
+    settings = as_settings(lr_table.LrTableSettings, {"columns": {"lr": "peak_lr", "horizon": "D", "bs": "N"}})
+    recipe = lr_table.LrTable()
+    assert recipe.metric_keys(settings) is None and recipe.needs_tracker(settings)
+    built = recipe.build(runset, settings)
+    assert isinstance(built, Built) and any("reduced to" in w for w in built.warnings)
+    pd.testing.assert_frame_equal(built.table, lr_table.build(runset, settings, [].append))
+    assert built.table["run_id"].str.startswith("bs=").all()  # no keep_columns: runs named by bs and lr
 
 
 def test_experiment_misfitting_lr_gives_minima_with_edge_flags_and_the_planted_law(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from toolkit.pipeline import run
+    from toolkit.settings import register_schemas
 
+    register_schemas(ROOT / "conf")
     survey_csv(tmp_path / "survey.csv")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=misfitting_lr", f"tracker.path={tmp_path / 'survey.csv'}",

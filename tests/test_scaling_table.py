@@ -95,7 +95,7 @@ def test_histories_missing_columns_are_one_line_errors(tmp_path):
         build(runset, columns={"N": "model.n_params", "loss": "train_loss"})
     with pytest.raises(UserError, match="no column 'flops' for C"):
         build(runset, columns={"N": "model.n_params", "C": "flops", "loss": "train_loss"}, tokens_per_step=1)
-    with pytest.raises(UserError, match="unknown recipe.columns.X"):
+    with pytest.raises(UserError, match=r"recipe scaling_table: Key 'X' not in 'ScalingColumns'"):
         build(runset, columns={"X": "y"})
     with pytest.raises(UserError, match="recipe.tokens_per_step='nope'"):
         build(runset, columns={"N": "model.n_params", "loss": "train_loss"}, tokens_per_step="nope")
@@ -170,29 +170,36 @@ def test_misfitting_loader_and_recipe_loader_option(tmp_path):
     assert scaling_table.metric_keys({"loader": "misfitting", "path": str(path)}) == []
     with pytest.raises(UserError, match="no such file"):
         load_misfitting(tmp_path / "nope.csv")
-    with pytest.raises(UserError, match="recipe.loader=misfitting needs recipe.path"):
+    with pytest.raises(UserError, match="path=None; expected the file that loader=misfitting reads"):
         scaling_table.metric_keys({"loader": "misfitting"})
-    with pytest.raises(UserError, match="unknown recipe.loader 'chinchilla'"):
+    with pytest.raises(UserError, match=r"Invalid value 'chinchilla', expected one of \[misfitting, warmstarting, porian\]"):
         scaling_table.metric_keys({"loader": "chinchilla", "path": "x"})
+    with pytest.raises(UserError, match=r"tokens_per_step=\[1, 2\]; expected a number or the config key"):
+        scaling_table.metric_keys({"tokens_per_step": [1, 2]})
 
 
 def test_pipeline_does_not_read_the_tracker_when_a_loader_reads_the_data(tmp_path):
     """With recipe.loader set the tracker is never built: a tracker path that does not exist is not an error."""
     from hydra import compose, initialize_config_dir
 
-    from toolkit.pipeline import build_table
+    from toolkit.pipeline import build_table, resolve
+    from toolkit.settings import register_schemas
 
     path = tmp_path / "scaling_results.csv"
     survey_frame().to_csv(path, index=False)
     conf = Path(__file__).resolve().parents[1] / "conf"
+    register_schemas(conf)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("config", overrides=["recipe=scaling_table", "recipe.loader=misfitting", f"recipe.path={path}",
                                            f"tracker.path={tmp_path / 'missing.csv'}", "analysis=[]"])
+    job = resolve(cfg)
+    assert isinstance(job.recipe.impl, scaling_table.ScalingTable) and job.recipe.settings.loader == "misfitting"
     warnings: list[str] = []
-    table = build_table(cfg, warnings)
+    table = build_table(job, warnings)
     assert len(table) == len(load_misfitting(path)) and {"N", "D", "C", "loss"} <= set(table.columns)
     assert scaling_table.needs_tracker({"loader": "misfitting", "path": str(path)}) is False
     assert scaling_table.needs_tracker({}) is True
+    assert job.recipe.impl.needs_tracker(job.recipe.settings) is False and job.recipe.impl.metric_keys(job.recipe.settings) == []
 
 
 def test_warmstarting_loader_maps_its_columns(tmp_path):

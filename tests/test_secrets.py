@@ -1,10 +1,10 @@
 """Secrets never reach the output folder or the console.
 
-Fake keys are planted in the environment (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_PASSWORD) and as
-Hydra overrides under secret-looking keys (``+api_key``, ``+auth.password``, ``+tracker.select.token``,
-``+tracker.token``, ``tracker.api_key``) and in a URL (``http://user:PASSWORD@host``). Then ``run.py`` runs end to end:
-a local tracker run on the bundled demo sweep, an MLflow run against a real sqlite store, failing runs (a Hydra
-composition error, a tracker that rejects an argument, an unreachable server) and a multirun. Every file under the
+Fake keys are planted in the environment (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_PASSWORD), as
+Hydra overrides under secret-looking keys (``+api_key``, ``+auth.password``, ``select.config.token``, which the
+schemas refuse or keep, and ``tracker.api_key``) and in a URL (``http://user:PASSWORD@host``). Then ``run.py`` runs
+end to end: a local tracker run on the bundled demo sweep, an MLflow run against a real sqlite store, failing runs
+(composition errors, an unreachable server) and multiruns with a password in the tracker URL under every launcher. Every file under the
 test's folder (run folders with config.json, status.json, run.log, report.md/html, summaries, CSVs, PNGs,
 table.parquet as bytes and as cells, Hydra's files if any, the history cache) and the captured stdout/stderr are
 searched for every planted value and for the marker every planted value carries.
@@ -41,8 +41,10 @@ OVERRIDE_SECRETS = {
     "url_password": f"{MARK}-url-password-9e2b",
 }
 PLANTED = [*ENV_SECRETS.values(), *OVERRIDE_SECRETS.values()]
-PLANTED_OVERRIDES = [f"+api_key={OVERRIDE_SECRETS['api_key']}", f"+auth.password={OVERRIDE_SECRETS['password']}",
-                     f"+tracker.select.token={OVERRIDE_SECRETS['token']}"]
+# keys no schema has: composing fails, and the message (which repeats the override) must not leak the value
+REFUSED_OVERRIDES = [f"+api_key={OVERRIDE_SECRETS['api_key']}", f"+auth.password={OVERRIDE_SECRETS['password']}"]
+# an open node (the runs' own config keys): composes, and the saved config masks it
+PLANTED_OVERRIDES = [f"select.config.token={OVERRIDE_SECRETS['token']}"]
 FAST = ["analysis=[minima]", "analysis.minima.bootstrap.n=20", "analysis.minima.max_panels=4"]
 DEMO_GRID = ["--lr-log2", "-11,-10,-9,-8,-7,-6", "--batch-sizes", "32,64", "--seeds", "0", "--horizons-log2", "26,27",
              "--log-every-tokens", str(2**25), "--n-diverged", "1", "--no-progress"]
@@ -153,14 +155,17 @@ def test_masking_and_scrubbing_helpers(monkeypatch):
 # ------------------------------------------------------------------------------------------- run.py end to end
 def test_local_run_on_the_bundled_demo_keeps_secrets_out(tmp_path):
     out = tmp_path / "out"
-    proc = run_cli(tmp_path, *PLANTED_OVERRIDES, *FAST, f"hydra.run.dir={out}")
+    # a selection on a secret-looking config key no run has: the run fails on its input, with the key named
+    proc = run_cli(tmp_path, *PLANTED_OVERRIDES, *FAST, f"hydra.run.dir={tmp_path / 'sel'}")
+    assert proc.returncode == 2 and "token" in proc.stderr, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "sel" / "config.json").read_text())["select"]["config"]["token"] == MASK
+    assert leaks([tmp_path], [proc.stdout, proc.stderr]) == []
+    proc = run_cli(tmp_path, *FAST, f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {"config.json", "status.json", "table.parquet", "report.html", "report.md", "minima/minima.csv",
             "minima/summary.json"} <= files_under(out)
     assert any(name.endswith(".png") for name in files_under(out))  # figures were made (and searched)
     assert not (out / ".hydra").exists()  # Hydra's unmasked copy of the config is switched off
-    config = json.loads((out / "config.json").read_text())
-    assert config["api_key"] == MASK and config["auth"] == MASK and config["tracker"]["select"]["token"] == MASK
     assert leaks([tmp_path], [proc.stdout, proc.stderr]) == []
 
 
@@ -168,7 +173,7 @@ def test_mlflow_run_against_a_sqlite_store_keeps_secrets_out(tmp_path, mlflow_sq
     uri, experiment = mlflow_sqlite["uri"], mlflow_sqlite["experiment"]
     out = tmp_path / "out"
     proc = run_cli(tmp_path, "tracker=mlflow", f"tracker.uri={uri}", f"tracker.experiment={experiment}",
-                   *PLANTED_OVERRIDES, *FAST, "analysis.minima.max_loss=10", f"hydra.run.dir={out}")
+                   *FAST, "analysis.minima.max_loss=10", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "minima" / "minima.csv").is_file() and (out / "table.parquet").is_file()
     assert any((tmp_path / "cache").rglob("*")), "the MLflow history cache was not written (and not searched)"
@@ -178,20 +183,18 @@ def test_mlflow_run_against_a_sqlite_store_keeps_secrets_out(tmp_path, mlflow_sq
 def test_failing_runs_keep_secrets_out_of_messages(tmp_path):
     uri = f"sqlite:///{tmp_path / 'never.db'}"  # the tracker fails before it opens the store
     outs = []
-    # Hydra rejects a key the tracker config does not have; its message repeats the override, value included
+    # the schema refuses a key the tracker does not have; Hydra's message repeats the override, value included
     bad_key = run_cli(tmp_path, f"tracker.api_key={OVERRIDE_SECRETS['api_key']}", f"hydra.run.dir={tmp_path / 'a'}")
-    assert bad_key.returncode != 0 and "api_key" in bad_key.stderr
+    assert bad_key.returncode == 2 and "api_key" in bad_key.stderr, bad_key.stderr[-2000:]
     outs.append(bad_key)
-    # the tracker rejects an argument (a TypeError: a traceback); Hydra lists every override of the failed job
-    bad_arg = run_cli(tmp_path, "tracker=mlflow", f"tracker.uri={uri}", "tracker.experiment=secrets",
-                      f"+tracker.token={OVERRIDE_SECRETS['token']}", *PLANTED_OVERRIDES[:2],
-                      f"hydra.run.dir={tmp_path / 'b'}")
-    assert bad_arg.returncode != 0 and "token" in bad_arg.stderr and "+tracker.token=***" in bad_arg.stderr
-    outs.append(bad_arg)
+    for i, refused in enumerate(REFUSED_OVERRIDES):
+        proc = run_cli(tmp_path, "tracker=mlflow", f"tracker.uri={uri}", refused, f"hydra.run.dir={tmp_path / f'b{i}'}")
+        assert proc.returncode == 2 and refused.partition("=")[0][1:].split(".")[0] in proc.stderr, proc.stderr[-2000:]
+        outs.append(proc)
     # bad input: an unreachable server with the password in its URL; the one-line error names the URL
     url = f"http://alice:{OVERRIDE_SECRETS['url_password']}@127.0.0.1:{free_port()}"
     down = run_cli(tmp_path, "tracker=mlflow", f"tracker.uri={url}", "tracker.experiment=secrets", "tracker.retries=0",
-                   "tracker.timeout=5", *PLANTED_OVERRIDES, f"hydra.run.dir={tmp_path / 'c'}")
+                   "tracker.timeout=5", f"hydra.run.dir={tmp_path / 'c'}")
     assert down.returncode == 2, down.stderr[-3000:]
     errors = [line for line in down.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "127.0.0.1" in errors[0] and f"alice:{MASK}@" in errors[0], down.stderr[-2000:]
@@ -203,10 +206,25 @@ def test_failing_runs_keep_secrets_out_of_messages(tmp_path):
 
 def test_multirun_keeps_secrets_out_of_the_sweep_folder(tmp_path):
     sweep = tmp_path / "multi"
-    proc = run_cli(tmp_path, "-m", *PLANTED_OVERRIDES, *FAST, "analysis.minima.plots=false",
+    proc = run_cli(tmp_path, "-m", *FAST, "analysis.minima.plots=false",
                    "analysis.minima.horizons=[67108864],[134217728]", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {"multirun.yaml", "sweep_summary.csv", "report.html", "0/job.json", "1/job.json",
             "0/config.json"} <= files_under(sweep)
-    assert "+api_key=***" in (sweep / "multirun.yaml").read_text()
+    assert leaks([tmp_path], [proc.stdout, proc.stderr]) == []
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_multirun_with_a_password_in_the_tracker_url(tmp_path, launcher):
+    """Hydra records overrides with ':' escaped (http\\://user\\:password@host): still masked everywhere."""
+    if launcher == "joblib":
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    pytest.importorskip("mlflow")
+    sweep = tmp_path / "multi"
+    url = f"http://alice:{OVERRIDE_SECRETS['url_password']}@127.0.0.1:{free_port()}"
+    proc = run_cli(tmp_path, "-m", f"hydra/launcher={launcher}", "tracker=mlflow", f"tracker.uri={url}",
+                   "tracker.experiment=secrets", "tracker.retries=0", "tracker.timeout=2,3", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode != 0  # every job fails: the server is not there
+    assert {"multirun.yaml", "sweep_summary.csv", "report.html", "0/job.json", "1/job.json"} <= files_under(sweep)
+    assert "127.0.0.1" in (sweep / "sweep_summary.csv").read_text()
     assert leaks([tmp_path], [proc.stdout, proc.stderr]) == []

@@ -160,7 +160,7 @@ def test_benchmark_preset_and_checkpoint(tmp_path) -> None:
     assert llama[(512, 512)] == 32 and llama[(1376, 512)] == 16 and llama[(512, 1376)] == 8
     assert (768, 2304) in analysis.preset_shapes("gpt2-124m")
     with pytest.raises(UserError, match="preset"):
-        analysis.resolve_shapes({"shapes": "gpt-5"})
+        analysis.resolve_shapes("gpt-5")
     ckpt = tmp_path / "model.pt"
     torch.save({"a.weight": _matrix((24, 40), seed=1), "b.weight": _matrix((24, 40), seed=2), "bias": torch.zeros(3)},
                ckpt)
@@ -193,14 +193,16 @@ def test_experiment_spectral_bench_runs_through_the_pipeline(tmp_path) -> None:
     from hydra import compose, initialize_config_dir
 
     from toolkit import pipeline
+    from toolkit.settings import register_schemas
 
     conf = Path(__file__).resolve().parents[1] / "conf"
+    register_schemas(conf)
     overrides = ["experiment=spectral_bench", "analysis.spectral.shapes=[[16,16],[16,40]]",
                  "analysis.spectral.methods=[exact,power]", "analysis.spectral.dtypes=[float32]",
                  "analysis.spectral.device=cpu", "analysis.spectral.repeats=1", "analysis.spectral.warmup=0"]
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    assert cfg.recipe.module == "toolkit.recipes.none" and list(cfg.analysis) == ["spectral"]
+    assert cfg.recipe._target_ == "toolkit.recipes.none.NoneRecipe" and list(cfg.analysis) == ["spectral"]
     status = pipeline.run(cfg, tmp_path)
     assert status["failed"] == {}
     summary = json.loads((tmp_path / "spectral" / "summary.json").read_text())

@@ -101,11 +101,13 @@ def read_back(overrides: list[str]) -> RunSet:
     """The RunSet the pipeline reads for these overrides (every logged key; cache off, so nothing stale)."""
     from hydra import compose, initialize_config_dir
 
-    from toolkit.pipeline import load_runset
+    from toolkit.pipeline import load_runset, resolve
+    from toolkit.settings import register_schemas
 
+    register_schemas(ROOT / "conf")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[*overrides, *RUN_ARGS, "cache.enabled=false", "progress=false"])
-    return load_runset(cfg, None)
+    return load_runset(resolve(cfg), None)
 
 
 def run_pipeline(tracker: str, overrides: list[str], tmp: Path) -> Outcome:
@@ -249,14 +251,14 @@ def test_nothing_written_into_the_repository(repo_before):
 
 
 def test_tracker_args_keep_their_types(tmp_path):
-    """--tracker-arg values are cast by the constructor's defaults: names stay text, flags become bools."""
+    """--tracker-arg values are cast by the tracker's schema: names stay text, flags become bools."""
     pytest.importorskip("mlflow")
     tracker = demo.build_tracker("mlflow", [f"uri=sqlite:///{tmp_path / 'x.db'}", "experiment=1e3", "retries=2",
                                             "timeout=5"])
     assert tracker.experiment == "1e3" and tracker.retries == 2 and tracker.timeout == 5.0
     local = demo.build_tracker("local", [f"path={tmp_path}", "run_columns=run,name"])
     assert local.run_columns == ("run", "name")
-    with pytest.raises(demo.UserError, match="not an argument of LocalTracker"):
+    with pytest.raises(demo.UserError, match="nope"):
         demo.build_tracker("local", ["nope=1"])
     # W&B's flag: offline=false is the bool False, not the (truthy) string "false"
     assert demo.build_tracker("wandb", ["path=x", "offline=false"]).offline is False

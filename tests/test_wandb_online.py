@@ -190,11 +190,11 @@ def test_pagination_lists_every_page() -> None:
 def test_filters_sweep_and_selection_pushed_down() -> None:
     api = FakeApi(n_runs=6)
     tracker = tracker_for(api, filters={"config.bs": 32}, sweep="abc123")
-    runs = tracker.list_runs(Selection(state=["finished"], config={"bs": 32}))
+    runs = read_runset(tracker, Selection(state=["finished"], config={"bs": 32}), ["loss"]).runs
     sent = api.calls[0]["filters"]
     assert {"config.bs": 32} in sent["$and"] and {"sweep": "abc123"} in sent["$and"]
     assert {"state": {"$in": ["finished"]}} in sent["$and"]
-    assert set(runs["config.bs"]) == {32}  # the Selection is applied client-side as well
+    assert set(runs["config.bs"]) == {32}  # read_runset applies the Selection client-side as well
 
 
 def test_full_history_key_by_key_joined_on_step() -> None:
@@ -367,11 +367,7 @@ def test_running_run_fetched_past_cached_step(tmp_path: Path) -> None:
 
 
 def test_config_file_builds_tracker() -> None:
-    from omegaconf import OmegaConf
+    from toolkit.trackers import make_tracker
 
-    from toolkit.pipeline import build_tracker
-
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "tracker" / "wandb.yaml")
-    cfg.path = "somewhere"
-    tracker, selection = build_tracker(cfg)
-    assert isinstance(tracker, WandbTracker) and tracker.is_offline and selection == Selection()
+    tracker = make_tracker("wandb", {"path": "somewhere"})
+    assert isinstance(tracker, WandbTracker) and tracker.is_offline

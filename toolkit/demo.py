@@ -18,12 +18,20 @@ tracker adapter instead (or as well), e.g. ``--tracker local --tracker-arg path=
 ``--tracker mlflow --tracker-arg uri=sqlite:///mlflow.db --tracker-arg experiment=demo`` or
 ``--tracker wandb --tracker-arg path=wandb/ --tracker-arg offline=true``. The grid can be shrunk for a quick try:
 ``--lr-log2 -11,-10,-9,-8 --batch-sizes 32,64 --seeds 0 --horizons-log2 26,27 --log-every-tokens 33554432``.
+
+``--scaling-table misfitting_scaling_results.csv`` writes a flat scaling-survey table instead (one row per model,
+token count and peak lr: ``loss, N, D, C, model, peak_lr, tokens_per_param``, the (Mis)Fitting survey's layout) from
+a planted law (natural logs in the loss, base 2 for the learning rate):
+
+    loss = E + A / N^alpha + B / D^beta + lr_curvature * (log2 peak_lr - log2 lr*(N, D))^2, times exp(noise * N(0, 1))
+    log2 lr*(N, D) = lr_N * log2(N) + lr_D * log2(D) + lr_C;   C = 6 N D
+
+so the compute-optimal allocation is N* ~ C^(beta / (alpha + beta)), D* ~ C^(alpha / (alpha + beta)); the constants
+go to ``<stem>.planted.json`` beside it.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import math
 import sys
@@ -37,14 +45,10 @@ import pandas as pd
 
 from toolkit.errors import UserError
 from toolkit.outputs import atomic_write_text, write_json, write_parquet
+from toolkit.trackers import make_tracker, tracker_names
 
 EXAMPLE_SWEEP = Path(__file__).resolve().parent / "data" / "example_sweep.csv"
 HISTORY_COLUMNS = ("run_name", "step", "lr", "bs", "seed", "train_loss", "output_norm")
-TRACKERS = {
-    "local": "adapters.local.LocalTracker",
-    "mlflow": "adapters.mlflow.MlflowTracker",
-    "wandb": "adapters.wandb.WandbTracker",
-}
 DEFAULT_LR_LOG2 = tuple(np.arange(-12.0, -4.75, 0.5))  # 2^-12 .. 2^-5, 15 values
 SMALL_LR_LOG2 = tuple(np.arange(-11.5, -5.75, 0.5))  # 2^-11.5 .. 2^-6, 12 values
 DEFAULT_HORIZONS_LOG2 = (26, 27, 28, 29, 30)
@@ -229,6 +233,92 @@ def make_example_sweep() -> DemoSweep:
     return make_lr_bs_sweep(0, lr_log2=SMALL_LR_LOG2, log_every_tokens=2**25)
 
 
+@dataclass
+class DemoScalingTable:
+    """A synthetic scaling survey: the flat ``table`` (one row per model, D and peak_lr) and the ``planted`` constants."""
+
+    table: pd.DataFrame
+    planted: dict[str, Any]
+
+    def optimal_log2_lr(self, N: Any, D: Any) -> Any:
+        """Planted log2 of the optimal peak learning rate of a model of N parameters trained on D tokens."""
+        p = self.planted
+        return p["lr_N"] * np.log2(N) + p["lr_D"] * np.log2(D) + p["lr_C"]
+
+    def write(self, path: str | Path) -> Path:
+        """Write the table (CSV, or parquet by suffix) and ``<stem>.planted.json`` beside it, atomically."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            write_parquet(path, self.table)
+        elif suffix in (".csv", ""):
+            atomic_write_text(path, self.table.to_csv(index=False))
+        else:
+            raise UserError(f"demo: output file '{path.name}' should end in .csv or .parquet")
+        write_json(planted_path(path), self.planted)
+        return path
+
+
+def make_scaling_table(
+    seed: int = 0,
+    *,
+    models_log2: Sequence[int] = (24, 25, 26, 27, 28, 29, 30),
+    tokens_per_param_log2: Sequence[int] = tuple(range(10)),
+    lr_offsets_log2: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0),
+    E: float = 1.69,
+    A: float = 406.4,
+    B: float = 410.7,
+    alpha: float = 0.34,
+    beta: float = 0.28,
+    lr_N: float = -0.5,
+    lr_D: float = -0.125,
+    lr_C: float = 8.5,
+    lr_curvature: float = 0.02,
+    noise: float = 0.002,
+) -> DemoScalingTable:
+    """A deterministic synthetic (Mis)Fitting-style survey: models of N = 2^k parameters (``models_log2``), each trained
+    to D = N * 2^j tokens (``tokens_per_param_log2``, so every D is a power of two) at each of the peak lrs
+    ``2^(round(log2 lr*(N, D_mid)) + offset)`` (``lr_offsets_log2``; one lr grid per model, centred on its optimum at
+    its middle token count, as a survey tunes per model). Defaults: Chinchilla's fitted constants (Hoffmann et al.),
+    7 models x 10 token counts x 5 lrs = 350 rows, lr* inside every model's grid.
+    """
+    models = np.asarray([int(k) for k in models_log2], dtype=np.int64)
+    ratios = np.asarray([int(j) for j in tokens_per_param_log2], dtype=np.int64)
+    offsets = np.asarray([float(o) for o in lr_offsets_log2], dtype=float)
+    if not len(models) or not len(ratios) or not len(offsets):
+        raise UserError("demo: models_log2, tokens_per_param_log2 and lr_offsets_log2 must each have at least one value")
+    planted: dict[str, Any] = dict(
+        E=E, A=A, B=B, alpha=alpha, beta=beta,
+        a=beta / (alpha + beta), b=alpha / (alpha + beta),
+        lr_N=lr_N, lr_D=lr_D, lr_C=lr_C, lr_curvature=lr_curvature, noise=noise,
+        models_log2=[int(k) for k in models], tokens_per_param_log2=[int(j) for j in ratios],
+        lr_offsets_log2=[float(o) for o in offsets], generator_seed=int(seed),
+        law="loss = E + A/N^alpha + B/D^beta + lr_curvature*(log2 peak_lr - log2 lr*)^2 (x exp(noise*N(0,1))); "
+            "log2 lr* = lr_N*log2(N) + lr_D*log2(D) + lr_C; C = 6*N*D; N* ~ C^a, D* ~ C^b",
+    )
+    g_n, g_r, g_o = (a.ravel() for a in np.meshgrid(models, ratios, offsets, indexing="ij"))
+    log2_n = g_n.astype(float)
+    log2_d = log2_n + g_r
+    mid = np.median(ratios.astype(float))
+    centre = np.round(lr_N * log2_n + lr_D * (log2_n + mid) + lr_C)
+    log2_lr = centre + g_o
+    opt = lr_N * log2_n + lr_D * log2_d + lr_C
+    n_params, tokens = np.exp2(log2_n), np.exp2(log2_d)
+    rng = np.random.default_rng(seed)
+    loss = (E + A / n_params**alpha + B / tokens**beta + lr_curvature * (log2_lr - opt) ** 2) \
+        * np.exp(noise * rng.standard_normal(g_n.size))
+    table = pd.DataFrame({
+        "loss": np.round(loss, 6),
+        "N": n_params.astype(np.int64),
+        "D": tokens.astype(np.int64),
+        "C": 6.0 * n_params * tokens,
+        "model": [f"lm-{int(round(n / 1e6))}M" for n in n_params],
+        "peak_lr": np.exp2(log2_lr),
+        "tokens_per_param": np.exp2(g_r.astype(float)).astype(np.int64),
+    })
+    return DemoScalingTable(table, planted)
+
+
 def log_sweep(sweep: DemoSweep, tracker: Any, progress: bool = True) -> int:
     """Log every run of ``sweep`` through a tracker's write side (``start_run`` -> writer); return the number of runs."""
     hist = sweep.history
@@ -258,67 +348,18 @@ def log_sweep(sweep: DemoSweep, tracker: Any, progress: bool = True) -> int:
     return len(starts)
 
 
-def _tracker_kwarg(cls: Any, key: str, value: str) -> Any:
-    """Cast a ``--tracker-arg`` value by the constructor's default for ``key`` (numbers/bools when unknown).
-
-    A text argument stays text (``experiment=1e3`` names the experiment "1e3", not 1000.0); a list argument is
-    split on commas; ``none``/``null`` is None.
-    """
-    from toolkit.runset import coerce_number
-
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):  # no signature to go by
-        return coerce_number(value)
-    param = params.get(key)
-    if param is None or param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
-        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            return coerce_number(value)
-        accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        raise UserError(f"demo: --tracker-arg '{key}' is not an argument of {cls.__name__}; "
-                        f"expected one of {', '.join(accepted)}")
-    text = value.strip()
-    if text.lower() in ("none", "null"):
-        return None
-    default = param.default
-    if isinstance(default, bool):
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise UserError(f"demo: --tracker-arg {key}={value}: expected true or false")
-        return text.lower() in ("true", "1", "yes")
-    if isinstance(default, (int, float)):
-        number = coerce_number(text)
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise UserError(f"demo: --tracker-arg {key}={value}: expected a number")
-        if isinstance(default, float):
-            return float(number)
-        return int(number) if isinstance(number, float) and number.is_integer() else number
-    if isinstance(default, (list, tuple)):
-        return [part.strip() for part in text.split(",") if part.strip()]
-    if isinstance(default, str) or default is None:
-        return value  # text: a path, a URI, a name
-    return coerce_number(value)
-
-
 def build_tracker(name: str, args: Sequence[str]) -> Any:
-    """Construct ``adapters.<name>``'s tracker class from ``key=value`` strings (cast by the constructor's defaults)."""
-    if name not in TRACKERS:
-        raise UserError(f"demo: unknown tracker '{name}'; expected one of {', '.join(TRACKERS)}")
-    pairs: list[tuple[str, str]] = []
+    """The tracker ``tracker=<name>`` gives, with ``key=value`` settings (cast and checked by its schema)."""
+    options: dict[str, str] = {}
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or not key.strip():
             raise UserError(f"demo: --tracker-arg '{arg}' should look like key=value")
-        pairs.append((key.strip(), value))
-    module_name, _, cls_name = TRACKERS[name].rpartition(".")
+        options[key.strip()] = value
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise UserError(f"demo: tracker '{name}' is not available (no module {module_name})") from None
-        raise
-    cls = getattr(module, cls_name)
-    kwargs = {key: _tracker_kwarg(cls, key, value) for key, value in pairs}
-    return cls(**kwargs)
+        return make_tracker(name, options)
+    except UserError as exc:
+        raise UserError(f"demo: {exc}") from None
 
 
 def _number_list(text: str, cast: Any, what: str) -> list:
@@ -383,14 +424,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-every-tokens", type=int, metavar="N", help="tokens between logged steps (default 2^23)")
     parser.add_argument("--seq-len", type=int, metavar="N", help="tokens per sequence (default 1024)")
     parser.add_argument("--n-diverged", type=int, metavar="N", help="runs that diverge (default 2)")
-    parser.add_argument("--tracker", choices=sorted(TRACKERS), help="log the runs through this tracker adapter")
+    parser.add_argument("--scaling-table", metavar="PATH",
+                        help="write a synthetic scaling-survey table here instead (loss, N, D, C, model, peak_lr; "
+                             ".csv or .parquet) plus <stem>.planted.json")
+    parser.add_argument("--tracker", choices=tracker_names(), help="log the runs through this tracker adapter")
     parser.add_argument("--tracker-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="constructor argument of the tracker (repeat), e.g. path=runs/ or uri=http://...")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while logging")
     ns = parser.parse_args(_join_list_values(sys.argv[1:] if argv is None else list(argv)))
-    if not ns.out and not ns.tracker:
-        parser.error("give --out PATH and/or --tracker NAME")
+    if not ns.out and not ns.tracker and not ns.scaling_table:
+        parser.error("give --out PATH and/or --tracker NAME, or --scaling-table PATH")
     try:
+        if ns.scaling_table:
+            survey = make_scaling_table(ns.seed)
+            path = survey.write(ns.scaling_table)
+            print(f"wrote {survey.table['model'].nunique()} models ({len(survey.table)} rows) to {path} "
+                  f"and {planted_path(path).name}")
+            if not ns.out and not ns.tracker:
+                return 0
         sweep = make_lr_bs_sweep(ns.seed, **sweep_kwargs(ns))
         n_runs = sweep.history["run_name"].nunique()
         if ns.out:

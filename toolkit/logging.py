@@ -162,7 +162,7 @@ def open_logger(trackers: Sequence[Any], name: str, config: Mapping[str, Any] | 
             if isinstance(tracker, Mapping):
                 from toolkit.pipeline import build_tracker
 
-                tracker = build_tracker(dict(tracker))[0]
+                tracker = build_tracker(dict(tracker))
             writers.append(tracker.start_run(name, dict(config) if config else None))
     except BaseException:
         for writer in writers:  # do not leave half the runs open as "running"

@@ -13,7 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from toolkit.outputs import atomic_write_text, write_csv
-from toolkit.secrets import MASK, SECRET_KEY
+from toolkit.secrets import MASK, SECRET_KEY, scrub
 
 log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
@@ -24,7 +24,7 @@ def mask_overrides(overrides: list[str]) -> list[str]:
     masked = []
     for item in overrides:
         key, sep, _ = item.partition("=")
-        masked.append(f"{key}={MASK}" if sep and SECRET_KEY.search(key) else item)
+        masked.append(f"{key}={MASK}" if sep and SECRET_KEY.search(key) else scrub(item))
     return masked
 
 
@@ -32,7 +32,8 @@ def write_job_record(run_dir: str | Path, overrides: list[str], error: str | Non
     """Record a multirun job's overrides and outcome in its folder."""
     from toolkit.outputs import write_json
 
-    write_json(Path(run_dir) / JOB_FILE, {"overrides": mask_overrides(list(overrides)), "status": "failed" if error else "ok", "error": error})
+    write_json(Path(run_dir) / JOB_FILE, {"overrides": mask_overrides(list(overrides)), "status": "failed" if error else "ok",
+                                               "error": None if error is None else scrub(error)})
 
 
 def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:

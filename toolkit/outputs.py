@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolkit.errors import UserError
+
 log = logging.getLogger(__name__)
 PLOTLY_JS = "plotly.min.js"
 _UMASK = os.umask(0)
@@ -132,6 +134,35 @@ def save_figure(fig: Any, stem: str | os.PathLike, run_dir: str | os.PathLike | 
     raise TypeError(f"cannot save a figure of type {type(fig).__name__}")
 
 
+# what a run writes at the top of its folder (an analysis writes a folder holding summary.json)
+RUN_FILES = ("config.json", "table.parquet", "status.json", "report.md", "report.html", PLOTLY_JS, "job.json")
+
+
+def _folder_error(path: Path, exc: OSError, what: str) -> UserError:
+    """A one-line error for a folder that cannot be made or replaced."""
+    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    why = f"{blocker} is a file, expected a folder" if blocker else f"{type(exc).__name__}: {exc.strerror or exc}"
+    return UserError(f"cannot write {what} at {path}: {why}")
+
+
+def claim_run_dir(run_dir: str | os.PathLike) -> list[str]:
+    """Make ``run_dir`` this run's own: remove what an earlier run left there (its files, analysis folders and
+    staging folders; nothing else) and return the names removed."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _folder_error(run_dir, exc, "the run folder") from None
+    removed = []
+    for path in sorted(run_dir.iterdir()):
+        earlier = (path.name in RUN_FILES and path.is_file()) or (path.is_dir() and (
+            (path / "summary.json").is_file() or (path.name.startswith(".") and path.name.endswith(".partial"))))
+        if earlier:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(path.name)
+    return removed
+
+
 class AnalysisOutput:
     """Where one analysis writes: a staging folder renamed to ``<run_dir>/<name>`` on success."""
 
@@ -140,9 +171,14 @@ class AnalysisOutput:
         self.name = name
         self.final_dir = self.run_dir / name
         self.dir = self.run_dir / f".{name}.partial"
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True)
+        try:
+            if self.dir.is_dir():
+                shutil.rmtree(self.dir)
+            elif self.dir.exists():
+                self.dir.unlink()
+            self.dir.mkdir(parents=True)
+        except OSError as exc:
+            raise _folder_error(self.dir, exc, f"the {name} results") from None
         self.warnings: list[str] = []
         self.files: list[str] = []
 
@@ -177,9 +213,15 @@ class AnalysisOutput:
         if self.warnings:
             summary["warnings"] = list(summary.get("warnings", [])) + self.warnings
         write_json(self.dir / "summary.json", summary)
-        if self.final_dir.exists():
-            shutil.rmtree(self.final_dir)
-        os.replace(self.dir, self.final_dir)
+        if self.final_dir.exists() and not self.final_dir.is_dir():
+            raise UserError(f"cannot write the {self.name} results: {self.final_dir} is a file, expected a folder "
+                            f"(move it away or choose another hydra.run.dir)")
+        try:
+            if self.final_dir.exists():
+                shutil.rmtree(self.final_dir)
+            os.replace(self.dir, self.final_dir)
+        except OSError as exc:
+            raise _folder_error(self.final_dir, exc, f"the {self.name} results") from None
         return self.final_dir
 
     def discard(self) -> None:

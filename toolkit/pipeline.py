@@ -1,23 +1,56 @@
-"""The one place that wires the stages: tracker -> RunSet -> recipe -> Table -> analyses -> outputs."""
+"""The one place that wires the stages: tracker -> RunSet -> recipe -> Table -> analyses -> outputs.
+
+``resolve`` checks every part of the composed config before any work starts (each ``_target_`` imports and
+implements its protocol, each settings node is valid). ``run`` then reads, builds the Table and runs every analysis
+under its own guard: an input error (``UserError``) or a bug in one analysis is recorded in ``status.json``
+(``kind: input | bug``; a bug's traceback goes to the log) and the others still run. ``status.json`` and the
+report are written whatever happens, an interruption included.
+"""
 from __future__ import annotations
 
-import importlib
 import logging
 import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from toolkit.columns import require_columns
 from toolkit.errors import UserError
-from toolkit.outputs import AnalysisOutput, write_json, write_parquet
-from toolkit.protocol import read_runset
+from toolkit.outputs import AnalysisOutput, claim_run_dir, write_json, write_parquet
+from toolkit.protocol import Analysis, Recipe, Tracker, protocol_problems, read_runset
 from toolkit.report import write_report
 from toolkit.runset import RunSet, Selection, empty_runset
 from toolkit.secrets import mask_config, scrub
+from toolkit.settings import CacheSettings, RunSettings, check_known_keys, locate, settings_of
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Part:
+    """A resolved part: its config name, the object behind ``_target_`` and its checked settings."""
+
+    name: str
+    impl: Any
+    settings: Any
+
+
+@dataclass
+class Job:
+    """Everything ``run`` needs, checked: the tracker's config node, the selection, the recipe and the analyses."""
+
+    tracker: Any
+    selection: Selection
+    recipe: Part
+    analyses: list[Part] = field(default_factory=list)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    progress: bool = True
+    title: str = "Sweep analysis"
 
 
 def _container(cfg: Any) -> dict[str, Any]:
@@ -28,88 +61,187 @@ def _container(cfg: Any) -> dict[str, Any]:
     return dict(cfg)
 
 
-def _import(path: str, what: str) -> Any:
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise UserError(f"{what}: no module '{module_name}'") from None
-        raise
-    return getattr(module, attr) if attr else module
+def _part(node: Any, where: str, protocol: type) -> Part:
+    """Locate the ``_target_`` of a config node, check it against ``protocol`` and check its settings."""
+    if not isinstance(node, (DictConfig, Mapping)) or not node.get("_target_"):
+        header = f" (is the '# @package {where}' header missing from its file?)" if where.startswith("analysis.") else ""
+        raise UserError(f"{where}: not a part config with a _target_{header}")
+    cls = locate(str(node["_target_"]), where)
+    impl = cls() if isinstance(cls, type) else cls
+    problems = protocol_problems(impl, protocol)
+    if problems:
+        raise UserError(f"{where}: _target_ '{node['_target_']}' does not implement the {protocol.__name__} protocol: "
+                        f"{', '.join(problems)}")
+    return Part(where.rpartition(".")[2], impl, settings_of(node, impl.settings_type, who=where))
 
 
-def build_tracker(tracker_cfg: Any) -> tuple[Any, Selection]:
-    """Instantiate the configured tracker adapter and its run selection."""
-    params = _container(tracker_cfg)
-    target = params.pop("_target_", None)
-    if not target:
+def resolve(cfg: DictConfig) -> Job:
+    """Check the whole composed config before any work; a bad part is a one-line UserError naming it."""
+    top = [k for k in cfg.keys() if k != "hydra"]
+    check_known_keys({k: None for k in top}, RunSettings, "config")
+    recipe = _part(cfg.get("recipe"), "recipe", Recipe)
+    analyses = []
+    for name, node in (cfg.get("analysis") or {}).items():
+        analyses.append(_part(node, f"analysis.{name}", Analysis))
+    for part in analyses:
+        missing = [c for c in part.impl.carried_columns(part.settings) if c]
+        if missing and hasattr(recipe.settings, "keep_columns"):
+            keep = list(recipe.settings.keep_columns or [])
+            recipe.settings.keep_columns = keep + [c for c in missing if c not in keep]
+    if recipe.impl.needs_tracker(recipe.settings):
+        _check_tracker(cfg.get("tracker"))
+    return Job(tracker=cfg.get("tracker"), selection=settings_of(cfg.get("select"), Selection, who="select"), recipe=recipe,
+               analyses=analyses, cache=settings_of(cfg.get("cache"), CacheSettings, who="cache"),
+               progress=bool(cfg.get("progress", True)), title=str(cfg.get("title", "Sweep analysis")))
+
+
+def _check_tracker(tracker_cfg: Any) -> None:
+    """The tracker's settings, checked before any work (unknown keys, types, values)."""
+    target = tracker_cfg.get("_target_") if isinstance(tracker_cfg, (DictConfig, Mapping)) else None
+    if target:
+        cls = locate(str(target), "tracker")
+        if isinstance(getattr(cls, "settings_type", None), type):
+            settings_of(tracker_cfg, cls.settings_type, who="tracker")
+
+
+def build_tracker(tracker_cfg: Any) -> Tracker:
+    """The configured tracker adapter (``_target_`` instantiated with the node's settings)."""
+    from hydra.utils import instantiate
+
+    if not isinstance(tracker_cfg, (DictConfig, Mapping)) or not tracker_cfg.get("_target_"):
         raise UserError("tracker: the config has no _target_ (choose one with tracker=local|mlflow|wandb)")
-    selection = Selection.from_config(params.pop("select", None))
-    module_name, _, cls_name = target.rpartition(".")
-    cls = _import(f"{module_name}:{cls_name}", "tracker")
-    return cls(**params), selection
+    locate(str(tracker_cfg["_target_"]), "tracker")  # a missing module is a one-line error naming the extra
+    try:
+        tracker = instantiate(tracker_cfg, _convert_="all")
+    except Exception as exc:  # Hydra wraps the constructor's own error; a UserError inside stays one line
+        cause = exc.__cause__ or exc
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+    problems = protocol_problems(tracker, Tracker)
+    if problems:
+        raise UserError(f"tracker: _target_ '{tracker_cfg['_target_']}' does not implement the Tracker protocol: "
+                        f"{', '.join(problems)}")
+    return tracker
 
 
-def load_runset(cfg: DictConfig, keys: list[str] | None) -> RunSet:
+def load_runset(job: Job, keys: list[str] | None) -> RunSet:
     """Read the selected runs' histories for ``keys`` through the configured tracker."""
-    tracker, selection = build_tracker(cfg.tracker)
-    if hasattr(tracker, "configure"):
-        tracker.configure(cache=_container(cfg.get("cache")), progress=bool(cfg.get("progress", True)))
-    return read_runset(tracker, selection, keys)
+    tracker = build_tracker(job.tracker)
+    tracker.configure(cache=job.cache, progress=job.progress)
+    return read_runset(tracker, job.selection, keys)
 
 
-def build_table(cfg: DictConfig, warnings: list[str]) -> pd.DataFrame:
+def build_table(job: Job, warnings: list[str]) -> pd.DataFrame:
     """Run the configured recipe on the tracker's runs and return its Table."""
-    recipe_params = _container(cfg.recipe)
-    recipe = _import(recipe_params.pop("module"), "recipe")
-    needs_tracker = getattr(recipe, "needs_tracker", None)
-    if needs_tracker(recipe_params) if callable(needs_tracker) else getattr(recipe, "NEEDS_TRACKER", True):
-        runset = load_runset(cfg, recipe.metric_keys(recipe_params))
+    recipe, settings = job.recipe.impl, job.recipe.settings
+    if recipe.needs_tracker(settings):
+        runset = load_runset(job, recipe.metric_keys(settings))
         warnings.extend(runset.warnings)
     else:
         runset = empty_runset()
-    return recipe.build(runset, recipe_params, warnings.append)
+    built = recipe.build(runset, settings)
+    warnings.extend(built.warnings)
+    return built.table
 
 
-def run_analyses(cfg: DictConfig, table: pd.DataFrame, run_dir: Path) -> dict[str, str]:
-    """Run every configured analysis into its own folder; return {name: error} for the failures."""
-    failed: dict[str, str] = {}
-    for name, acfg in (_container(cfg.get("analysis")) or {}).items():
-        params = dict(acfg or {})
-        module_path = params.pop("module", f"analyses.{name}")
-        out = AnalysisOutput(run_dir, name)
+def _record(status: dict[str, Any], name: str, kind: str, message: str) -> None:
+    status["analyses"][name] = {"status": "failed", "kind": kind, "message": message}
+
+
+def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str, Any]) -> None:
+    """Run every analysis into its own folder, each under its own guard; record each outcome in ``status``."""
+    for part in job.analyses:
+        name = part.name
         started = time.perf_counter()
+        out = None
         try:
-            target = _import(module_path, f"analysis.{name}")
-            summary = target(table, params, out) if callable(target) else target.run(table, params, out)
-            summary = dict(summary or {})
-            summary.setdefault("settings", params)
+            out = AnalysisOutput(run_dir, name)
+            require_columns(table, part.impl.required_columns(part.settings), name)
+            summary = dict(part.impl.run(table, part.settings, out) or {})
+            summary.setdefault("settings", part.settings.to_dict() if hasattr(part.settings, "to_dict") else part.settings)
             out.commit(summary)
+            status["analyses"][name] = {"status": "ok", "seconds": round(time.perf_counter() - started, 3)}
             log.info("%s: done in %.2f s -> %s", name, time.perf_counter() - started, out.final_dir)
         except UserError as exc:
-            out.discard()
-            failed[name] = scrub(str(exc))
-            log.error("%s: %s", name, failed[name])
-    return failed
+            _record(status, name, "input", scrub(_strip(str(exc), name)))
+            log.error("%s: %s", name, status["analyses"][name]["message"])
+        except Exception as exc:  # a bug: recorded with its traceback in the log, the other analyses still run
+            _record(status, name, "bug", scrub(f"{type(exc).__name__}: {exc}"))
+            log.error("%s: bug: %s", name, scrub(traceback.format_exc()))
+        except BaseException:  # interrupted: nothing half-written stays, the caller records it
+            status["analyses"][name] = {"status": "interrupted", "kind": "interrupted", "message": "interrupted"}
+            raise
+        finally:
+            if out is not None:
+                out.discard()  # after a commit there is nothing left to remove
+
+
+def _strip(message: str, name: str) -> str:
+    """The message without a repeated ``name:`` prefix."""
+    while message.startswith(f"{name}: {name}:"):
+        message = message[len(name) + 2:]
+    return message
+
+
+def finish(run_dir: Path, job_title: str, status: dict[str, Any]) -> None:
+    """Write status.json and the report (also after a failure or an interruption)."""
+    failed = {k: v["message"] for k, v in status["analyses"].items() if v.get("status") != "ok"}
+    status["failed"] = failed
+    write_json(run_dir / "status.json", status)
+    write_report(run_dir, title=job_title, status=status)
+
+
+def exit_code(status: Mapping[str, Any]) -> int:
+    """0 when everything ran, 2 when only input errors stopped something, 1 when there was a bug."""
+    kinds = [v.get("kind") for v in status.get("analyses", {}).values() if v.get("status") != "ok"]
+    kinds += [status["error"]["kind"]] if status.get("error") else []
+    if "bug" in kinds:
+        return 1
+    if "interrupted" in kinds:
+        return 130
+    return 2 if kinds else 0
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run the whole configured job into ``run_dir``; raise UserError if any stage fails on bad input."""
+    """Run the whole configured job into ``run_dir``; return its status (see ``exit_code``)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    status: dict[str, Any] = {"analyses": {}, "warnings": [], "error": None}
+    removed = claim_run_dir(run_dir)  # a run owns its folder: nothing of an earlier run stays beside this one's
+    if removed:
+        status["warnings"].append(f"{run_dir} held an earlier run's results; removed {', '.join(removed)}")
     write_json(run_dir / "config.json", mask_config(_container(cfg)))
-    warnings: list[str] = []
-    table = build_table(cfg, warnings)
-    for w in warnings:
-        log.warning(w)
-    if len(table.columns):
-        write_parquet(run_dir / "table.parquet", table)
-    failed = run_analyses(cfg, table, run_dir)
-    status = {"failed": failed, "warnings": warnings}
-    write_json(run_dir / "status.json", status)
-    write_report(run_dir, title=str(cfg.get("title", "Sweep analysis")), status=status)
-    if failed:
-        names = ", ".join(failed)
-        raise UserError(f"analysis failed: {names}: {'; '.join(failed.values())} (the others are in {run_dir})")
+    title = str(cfg.get("title", "Sweep analysis"))
+    try:
+        job = resolve(cfg)
+        title = job.title
+        table = build_table(job, status["warnings"])
+        for w in status["warnings"]:
+            log.warning(w)
+        if len(table.columns):
+            write_parquet(run_dir / "table.parquet", table)
+        run_analyses(job, table, run_dir, status)
+    except UserError as exc:
+        status["error"] = {"kind": "input", "message": scrub(str(exc))}
+    except Exception as exc:
+        status["error"] = {"kind": "bug", "message": scrub(f"{type(exc).__name__}: {exc}")}
+        log.error("bug: %s", scrub(traceback.format_exc()))
+    except BaseException:
+        status["error"] = {"kind": "interrupted", "message": "interrupted"}
+        finish(run_dir, title, status)
+        raise
+    finish(run_dir, title, status)
     return status
+
+
+def error_line(status: Mapping[str, Any], run_dir: str | Path) -> str | None:
+    """The one line a failed run prints (None when everything ran)."""
+    if status.get("error"):
+        err = status["error"]
+        return err["message"] if err["kind"] == "input" else f"bug: {err['message']} (traceback in the log, {run_dir})"
+    failed = {k: v for k, v in status.get("analyses", {}).items() if v.get("status") != "ok"}
+    if not failed:
+        return None
+    parts = [(v["message"] if v["message"].startswith((f"{k}:", f"{k} ")) else f"{k}: {v['message']}")
+             + (" (a bug; traceback in the log)" if v.get("kind") == "bug" else "") for k, v in failed.items()]
+    return f"analysis failed: {'; '.join(parts)} (the others are in {run_dir})"

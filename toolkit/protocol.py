@@ -1,13 +1,21 @@
-"""The adapter protocol every tracker implements (read side and write side)."""
+"""The contracts of the three kinds of part (Tracker, Recipe, Analysis) and the read that every tracker shares.
+
+A part is named in its config file by ``_target_`` (a class), declares its settings dataclass as ``settings_type``
+(the schema of that file, see ``toolkit.settings``) and implements its protocol below. The bases give the optional
+capabilities their defaults, so a part writes only what it needs. ``tests/test_conformance.py`` imports every target
+under ``conf/`` and checks it against its protocol.
+"""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
-from toolkit.runset import RunSet, Selection
+from toolkit.runset import RUN_COLUMNS, RunSet, Selection
 
 
 @runtime_checkable
@@ -25,16 +33,30 @@ class RunWriter(Protocol):
 
 @runtime_checkable
 class Tracker(Protocol):
-    """A tracker adapter: list runs, read their histories, start runs for writing."""
+    """A tracker adapter: list runs, read their histories, start runs for writing.
+
+    ``list_runs`` may use the selection to ask the tracker for fewer runs; ``read_runset`` applies it exactly and
+    orders the columns, so an adapter need not. What the reader noticed (a crashed run, a skipped file) is handed
+    over by ``take_warnings``. The tracker's constructor takes the fields of its ``settings_type`` as keywords.
+    """
 
     name: str
+    settings_type: type
+
+    def configure(self, cache: Any, progress: bool) -> None:
+        """Receive the run's cache settings (``toolkit.settings.CacheSettings``) and the progress switch."""
+        ...
 
     def list_runs(self, selection: Selection) -> pd.DataFrame:
-        """Runs table (RunSet.runs layout) of the runs the selection admits."""
+        """Runs table (RunSet.runs layout) of at least the runs the selection admits."""
         ...
 
     def read_history(self, runs: pd.DataFrame, keys: Sequence[str] | None) -> pd.DataFrame:
         """Wide history (run_id, step, one column per key) of the given runs; all keys when None."""
+        ...
+
+    def take_warnings(self) -> list[str]:
+        """The warnings gathered since the last call (and forget them)."""
         ...
 
     def start_run(self, name: str, config: Mapping[str, Any] | None = None) -> RunWriter:
@@ -42,9 +64,137 @@ class Tracker(Protocol):
         ...
 
 
+@dataclass
+class Built:
+    """What a recipe returns: the Table and the warnings it raised on the way."""
+
+    table: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class Recipe(Protocol):
+    """Turns a RunSet into the Table the analyses read."""
+
+    settings_type: type
+
+    def metric_keys(self, settings: Any) -> list[str] | None:
+        """History keys to read (None: every key)."""
+        ...
+
+    def needs_tracker(self, settings: Any) -> bool:
+        """False when the recipe reads its data itself (the tracker is then not read at all)."""
+        ...
+
+    def build(self, runset: RunSet, settings: Any) -> Built:
+        """The Table of ``runset`` (bad input raises ``UserError``; problems that let the rest go on are warnings)."""
+        ...
+
+
+@runtime_checkable
+class Analysis(Protocol):
+    """Reads a Table and writes its results into ``out`` (a ``toolkit.outputs.AnalysisOutput``)."""
+
+    name: str
+    settings_type: type
+
+    def required_columns(self, settings: Any) -> Sequence[str]:
+        """The Table columns this analysis needs with these settings (checked by the pipeline before it runs)."""
+        ...
+
+    def carried_columns(self, settings: Any) -> Sequence[str]:
+        """Extra Table columns the recipe should carry for these settings (e.g. grouping columns)."""
+        ...
+
+    def run(self, table: pd.DataFrame, settings: Any, out: Any) -> Mapping[str, Any]:
+        """The summary (written as summary.json); tables, figures and warnings go through ``out``."""
+        ...
+
+
+class TrackerBase:
+    """Defaults of a tracker's optional capabilities: cache settings and progress kept, warnings gathered."""
+
+    name = "tracker"
+    settings_type: type
+    warnings: list[str]
+    _cache_settings: Any = None
+    _progress: bool = True
+
+    def configure(self, cache: Any, progress: bool) -> None:
+        """Keep the cache settings (as a dict: enabled, dir, refresh) and the progress switch for the reads."""
+        import dataclasses
+
+        self._cache_settings = dataclasses.asdict(cache) if dataclasses.is_dataclass(cache) else dict(cache or {})
+        self._progress = bool(progress)
+
+    def take_warnings(self) -> list[str]:
+        """The warnings gathered since the last call (and forget them)."""
+        out = list(getattr(self, "warnings", None) or [])
+        self.warnings = []
+        return out
+
+
+class RecipeBase:
+    """Defaults of a recipe's optional capabilities."""
+
+    settings_type: type
+
+    def metric_keys(self, settings: Any) -> list[str] | None:
+        """Every history key."""
+        return None
+
+    def needs_tracker(self, settings: Any) -> bool:
+        """Recipes read the tracker unless they say otherwise."""
+        return True
+
+
+class AnalysisBase:
+    """Defaults of an analysis' optional capabilities."""
+
+    name = "analysis"
+    settings_type: type
+    REQUIRED_COLUMNS: tuple[str, ...] = ()
+
+    def required_columns(self, settings: Any) -> Sequence[str]:
+        """The fixed REQUIRED_COLUMNS."""
+        return self.REQUIRED_COLUMNS
+
+    def carried_columns(self, settings: Any) -> Sequence[str]:
+        """No extra columns."""
+        return ()
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The attributes and methods a protocol asks for."""
+    names = list(getattr(protocol, "__annotations__", {}))
+    names += [k for k, v in vars(protocol).items() if callable(v) and not k.startswith("_")]
+    return list(dict.fromkeys(names))
+
+
+def protocol_problems(part: Any, protocol: type) -> list[str]:
+    """What a part (its class or an instance) lacks of ``protocol``, and whether its settings_type is a schema."""
+    from toolkit.settings import Settings
+
+    problems = [f"no {m}" for m in protocol_members(protocol) if not hasattr(part, m)]
+    settings = getattr(part, "settings_type", None)
+    if not (isinstance(settings, type) and dataclasses.is_dataclass(settings) and issubclass(settings, Settings)):
+        problems.append("settings_type is not a dataclass derived from toolkit.settings.Settings")
+    return problems
+
+
+def order_run_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table with the fixed RunSet columns first (added empty where missing), the rest after."""
+    runs = runs.copy()
+    for col in RUN_COLUMNS:
+        if col not in runs.columns:
+            runs[col] = "" if col == "tags" else None
+    fixed = list(RUN_COLUMNS)
+    return runs[fixed + [c for c in runs.columns if c not in fixed]].reset_index(drop=True)
+
+
 def read_runset(tracker: Tracker, selection: Selection, keys: Sequence[str] | None) -> RunSet:
     """Select runs and read their histories for the given metric keys into a RunSet."""
-    runs = tracker.list_runs(selection)
+    runs = order_run_columns(selection.apply(tracker.list_runs(selection)))
     history = tracker.read_history(runs, keys)
     warnings: list[str] = []
     if keys:
@@ -62,4 +212,4 @@ def read_runset(tracker: Tracker, selection: Selection, keys: Sequence[str] | No
             for i in np.flatnonzero((lacking_counts > 0) & (lacking_counts < len(runs))):
                 lacking = by_run.index[by_run.iloc[:, i].to_numpy()].tolist()
                 warnings.append(f"{len(lacking)} run(s) never logged '{keys[i]}' (kept with NaN), e.g. {', '.join(map(str, lacking[:3]))}")
-    return RunSet(runs, history, warnings + list(getattr(tracker, "warnings", [])))
+    return RunSet(runs, history, warnings + tracker.take_warnings())

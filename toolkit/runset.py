@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -28,9 +28,9 @@ class RunSet:
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for col in RUN_COLUMNS:
-            if col not in self.runs.columns:
-                self.runs[col] = None if col != "tags" else ""
+        missing = [col for col in RUN_COLUMNS if col not in self.runs.columns]
+        if missing:  # a copy: the caller's frame is never changed
+            self.runs = self.runs.assign(**{col: ("" if col == "tags" else None) for col in missing})
         if "run_id" not in self.history.columns or "step" not in self.history.columns:
             raise ValueError("RunSet.history needs run_id and step columns")
 
@@ -105,15 +105,17 @@ def coerce_number(value: Any) -> Any:
 class Selection:
     """Which runs to read: all conditions must hold (values within a list are alternatives)."""
 
-    name_regex: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    state: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    run_ids: list[str] = field(default_factory=list)
+    name_regex: Optional[str] = None
+    config: Dict[str, Any] = field(default_factory=dict)
+    state: List[str] = field(default_factory=list)
+    tags: List[str] = field(default_factory=list)
+    run_ids: List[str] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> "Selection":
-        """Build from a tracker config's ``select`` mapping (Hydra DictConfig or dict)."""
+    def from_config(cls, cfg: Any) -> "Selection":
+        """Build from the config's ``select`` node, a plain mapping or a Selection."""
+        if isinstance(cfg, Selection):
+            return cfg
         cfg = dict(cfg or {})
 
         def as_list(v: Any) -> list:

@@ -15,7 +15,8 @@ SECRET_KEY = re.compile(r"(api[_-]?key|(?<!per[_-])token(?!s|iz)|password|passwd
 SECRET_ENV = ("WANDB_API_KEY", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME",
               "DATABRICKS_TOKEN", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN")
 MASK = "***"
-URL_CREDENTIALS = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")  # the password of scheme://user:password@host
+# the password of scheme://user:password@host, also as Hydra records overrides (http\://user\:password@host)
+URL_CREDENTIALS = re.compile(r"(://[^:/@\s\\]+\\?:)[^@/\s]+@")
 MIN_LENGTH = 6  # shorter values are not replaced in text (too likely to be ordinary words or numbers)
 _remembered: set[str] = set()
 

@@ -5,7 +5,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 CONFIG_KEYS = ("lr", "bs", "momentum", "decayed", "lr_in", "lr_hidden", "lr_out")
 
@@ -54,6 +53,8 @@ def runs_per_configuration(table: pd.DataFrame) -> int:
 def bootstrap_coefficients(table: pd.DataFrame, refit: Callable[[pd.DataFrame], dict[str, float]], n: int, seed: int,
                            progress: bool = True) -> pd.DataFrame:
     """Coefficients of ``refit`` on ``n`` run-resampled replicates (failed replicates are NaN rows)."""
+    from tqdm.auto import tqdm
+
     rng = np.random.default_rng(seed)
     rows = []
     for _ in tqdm(range(n), desc="bootstrap", disable=True if not progress else None, leave=False):

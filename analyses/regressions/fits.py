@@ -6,12 +6,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
-from scipy import stats
 
 from toolkit.errors import UserError
 
-Z95 = float(stats.norm.ppf(0.975))
+Z95 = 1.959963984540054  # scipy.stats.norm.ppf(0.975), written out: scipy.stats takes a second to import
 
 
 @dataclass
@@ -64,6 +62,8 @@ def fit_linear(design: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None =
     cov = None
     target = y[ok] - offset[ok]
     if free:
+        import statsmodels.api as sm
+
         model = sm.WLS(target, design.loc[ok, free].to_numpy(float), weights=w[ok])
         res = model.fit()
         bse = np.asarray(res.bse, dtype=float)

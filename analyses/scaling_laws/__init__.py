@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from functools import reduce
+from typing import Any, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -18,29 +20,131 @@ import pandas as pd
 from analyses.scaling_laws import approach1, approach2, approach3
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
-from toolkit.outputs import AnalysisOutput
+from toolkit.protocol import AnalysisBase
+from toolkit.settings import Choice, Settings, as_settings, fail
 
 REQUIRED_COLUMNS = ("N", "D", "C", "loss")
 WHO = "scaling_laws"
-DEFAULT_BOUNDS = {"alpha": [0, None], "beta": [0, None]}
+MINIMUM = {"approach1.bins": 1, "approach2.n_budgets": 1, "approach2.min_models": 1, "approach2.tolerance": 0,
+           "approach2.max_gap": 0, "approach2.grid_multiplier": 1, "approach2.parabola_points": 3,
+           "approach2.min_std_factor": 0, "approach2.bootstrap.n": 0, "approach2.bootstrap.noise_std": 0,
+           "approach3.polish": 1, "approach3.bootstrap.n": 0}  # the least value of each number setting (null passes)
 
 
-def _as_list(value: Any) -> list:
-    """None, a scalar or a list, as a list."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, (str, int, float)):
-        return [value]
-    return list(value)
+# ----------------------------------------------------------------------------------------------- settings
 
 
-def _approaches(params: Mapping[str, Any]) -> list[int]:
-    """The selected approaches, checked."""
-    chosen = [int(a) for a in _as_list(params.get("approaches", [1, 2, 3]))]
-    bad = [a for a in chosen if a not in (1, 2, 3)]
-    if bad or not chosen:
-        raise UserError(f"{WHO}: analysis.scaling_laws.approaches must be a non-empty subset of [1, 2, 3], got {chosen}")
-    return chosen
+MinimumMethod = Choice("MinimumMethod", {"akima": "akima", "parabola": "parabola"}, module=__name__)  # min over N
+IsoflopBootstrapMode = Choice("IsoflopBootstrapMode", {"noise": "noise", "resample": "resample"}, module=__name__)
+
+
+@dataclass
+class Approach1Settings:
+    """The envelope."""
+
+    bins: int = 30
+
+
+@dataclass
+class IsoflopBootstrap:
+    """Approach 2's bootstrap of each budget's minimum (n: 0 switches it off)."""
+
+    n: int = 1000
+    mode: IsoflopBootstrapMode = IsoflopBootstrapMode.noise
+    noise_std: float = 0.005
+    seed: int = 0
+
+
+@dataclass
+class Approach2Settings:
+    """IsoFLOP minima."""
+
+    budgets: Optional[List[float]] = None
+    n_budgets: int = 12
+    min_models: int = 3
+    curve_by: Optional[List[str]] = None
+    tolerance: float = 0.0
+    max_gap: Optional[float] = None
+    method: MinimumMethod = MinimumMethod.akima
+    grid_multiplier: int = 25
+    parabola_points: Optional[int] = 5
+    weighted: bool = True
+    min_std_factor: float = 0.33
+    bootstrap: IsoflopBootstrap = field(default_factory=IsoflopBootstrap)
+
+
+@dataclass
+class StartGrid:
+    """Approach 3's starts per parameter (a = log A, b = log B, e = log E); the product is the grid."""
+
+    a: List[float] = field(default_factory=lambda: list(approach3.BESIROGLU_GRID["a"]))
+    b: List[float] = field(default_factory=lambda: list(approach3.BESIROGLU_GRID["b"]))
+    e: List[float] = field(default_factory=lambda: list(approach3.BESIROGLU_GRID["e"]))
+    alpha: List[float] = field(default_factory=lambda: list(approach3.BESIROGLU_GRID["alpha"]))
+    beta: List[float] = field(default_factory=lambda: list(approach3.BESIROGLU_GRID["beta"]))
+
+
+@dataclass
+class Bounds:
+    """[low, high] per parameter of approach 3 (either may be null; null: unbounded)."""
+
+    a: Optional[List[Optional[float]]] = None
+    b: Optional[List[Optional[float]]] = None
+    e: Optional[List[Optional[float]]] = None
+    alpha: Optional[List[Optional[float]]] = field(default_factory=lambda: [0.0, None])
+    beta: Optional[List[Optional[float]]] = field(default_factory=lambda: [0.0, None])
+
+
+@dataclass
+class ParametricBootstrap:
+    """Approach 3's bootstrap refits (n: 0 switches it off)."""
+
+    n: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class Approach3Settings:
+    """The parametric fit."""
+
+    huber_delta: float = 1.0e-3
+    grid: Optional[StartGrid] = field(default_factory=StartGrid)
+    bounds: Optional[Bounds] = field(default_factory=Bounds)
+    schedule: List[List[int]] = field(default_factory=lambda: [list(p) for p in approach3.DEFAULT_SCHEDULE])
+    polish: int = 5
+    bootstrap: ParametricBootstrap = field(default_factory=ParametricBootstrap)
+
+
+@dataclass
+class ScalingLawsSettings(Settings):
+    """Every knob of the scaling-laws analysis; see conf/analysis/scaling_laws.yaml."""
+
+    approaches: List[int] = field(default_factory=lambda: [1, 2, 3])
+    group_by: List[str] = field(default_factory=list)
+    figures: bool = True
+    approach1: Approach1Settings = field(default_factory=Approach1Settings)
+    approach2: Approach2Settings = field(default_factory=Approach2Settings)
+    approach3: Approach3Settings = field(default_factory=Approach3Settings)
+
+    def __post_init__(self) -> None:
+        if not self.approaches or any(a not in (1, 2, 3) for a in self.approaches):
+            raise fail(WHO, "approaches", self.approaches, "a non-empty subset of [1, 2, 3]")
+        for key, low in MINIMUM.items():
+            value = reduce(getattr, key.split("."), self)
+            if value is not None and not value >= low:
+                raise fail(WHO, key, value, f"a number >= {low}")
+        a3 = self.approach3
+        if not a3.huber_delta > 0:
+            raise fail(WHO, "approach3.huber_delta", a3.huber_delta, "a number > 0")
+        if any(len(stage) != 2 or min(stage) < 1 for stage in a3.schedule):
+            raise fail(WHO, "approach3.schedule", a3.schedule, "a list of [iterations, starts kept] pairs of counts >= 1")
+        try:  # a pair that is not [low, high] or has low >= high
+            self.bounds_array = None if a3.bounds is None else approach3.bounds_array(asdict(a3.bounds))
+        except ValueError:
+            raise fail(WHO, "approach3.bounds", asdict(a3.bounds), "[low, high] per parameter, low < high (or nulls)") from None
+
+
+# ----------------------------------------------------------------------------------------------- fits
 
 
 def _clean(table: pd.DataFrame) -> pd.DataFrame:
@@ -57,37 +161,24 @@ def _clean(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run_approach1(table: pd.DataFrame, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_approach1(table: pd.DataFrame, p: Approach1Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """Approach 1 on one group: summary and the artefacts for tables and figures."""
-    bins = int(params.get("bins", 30))
-    fit_n, fit_d, env = approach1.fit_envelope(table["N"], table["D"], table["C"], table["loss"], bins=bins)
+    fit_n, fit_d, env = approach1.fit_envelope(table["N"], table["D"], table["C"], table["loss"], bins=p.bins)
     summary = {"a": fit_n.exponent, "b": fit_d.exponent, "N_coef": fit_n.coef, "D_coef": fit_d.coef,
-               "r2_N": fit_n.r2, "r2_D": fit_d.r2, "n_budgets": len(env), "bins": bins}
+               "r2_N": fit_n.r2, "r2_D": fit_d.r2, "n_budgets": len(env), "bins": p.bins}
     return summary, {"envelope": env, "fit_n": fit_n, "fit_d": fit_d}
 
 
-def run_approach2(table: pd.DataFrame, params: Mapping[str, Any], warn) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_approach2(table: pd.DataFrame, p: Approach2Settings, warn) -> tuple[dict[str, Any], dict[str, Any]]:
     """Approach 2 on one group: summary and artefacts."""
-    boot = dict(params.get("bootstrap") or {})
-    method = str(params.get("method", "akima"))
-    if method not in ("akima", "parabola"):
-        raise UserError(f"{WHO}: approach2.method must be akima or parabola, got '{method}'")
-    mode = str(boot.get("mode", "noise"))
-    if mode not in ("noise", "resample"):
-        raise UserError(f"{WHO}: approach2.bootstrap.mode must be noise or resample, got '{mode}'")
-    curve_by = [str(c) for c in _as_list(params.get("curve_by"))] or (["run_id"] if "run_id" in table.columns else ["N"])
+    boot, method = p.bootstrap, p.method.value
+    curve_by = list(p.curve_by or []) or (["run_id"] if "run_id" in table.columns else ["N"])
     require_columns(table, curve_by, f"{WHO} (approach2.curve_by)")
-    max_gap = params.get("max_gap")
-    parabola_points = params.get("parabola_points", 5)
     res = approach2.fit_isoflop(
-        table, budgets=[float(b) for b in _as_list(params.get("budgets"))] or None,
-        n_budgets=int(params.get("n_budgets", 12)), min_models=int(params.get("min_models", 3)), curve_by=curve_by,
-        tolerance=float(params.get("tolerance", 0.0)), max_gap=None if max_gap is None else float(max_gap), method=method,
-        grid_multiplier=int(params.get("grid_multiplier", 25)),
-        parabola_points=None if parabola_points is None else int(parabola_points),
-        n_boot=int(boot.get("n", 1000)), bootstrap=mode, noise_std=float(boot.get("noise_std", 0.005)),
-        seed=int(boot.get("seed", 0)), weighted=bool(params.get("weighted", True)),
-        min_std_factor=float(params.get("min_std_factor", 0.33)))
+        table, budgets=p.budgets or None, n_budgets=p.n_budgets, min_models=p.min_models, curve_by=curve_by,
+        tolerance=p.tolerance, max_gap=p.max_gap, method=method, grid_multiplier=p.grid_multiplier,
+        parabola_points=p.parabola_points, n_boot=boot.n, bootstrap=boot.mode.value, noise_std=boot.noise_std,
+        seed=boot.seed, weighted=p.weighted, min_std_factor=p.min_std_factor)
     n_ok = int(res.minima["status"].eq("ok").sum())
     if res.rejected:
         warn(f"approach 2: {len(res.rejected)} of {len(res.minima)} budget(s) rejected: "
@@ -97,65 +188,44 @@ def run_approach2(table: pd.DataFrame, params: Mapping[str, Any], warn) -> tuple
     summary = {"a": res.fit_n.exponent, "b": res.fit_d.exponent,
                "a_ci": approach3.percentile_ci(res.a_samples), "b_ci": approach3.percentile_ci(res.b_samples),
                "N_coef": res.fit_n.coef, "D_coef": res.fit_d.coef, "n_budgets": n_ok, "rejected": res.rejected,
-               "method": method, "curve_by": curve_by, "bootstrap": {"n": int(boot.get("n", 1000)), "mode": mode}}
+               "method": method, "curve_by": curve_by, "bootstrap": {"n": boot.n, "mode": boot.mode.value}}
     return summary, {"result": res}
 
 
-def _bounds(params: Mapping[str, Any]) -> np.ndarray | None:
-    """Approach 3's bounds from the config (None: unbounded)."""
-    spec = params.get("bounds", DEFAULT_BOUNDS)
-    if spec is None:
-        return None
-    try:
-        return approach3.bounds_array({k: (None if v is None else list(v)) for k, v in dict(spec).items()})
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{WHO}: approach3.bounds: {exc}; expected e.g. {{alpha: [0, null], beta: [0, null]}}") from None
-
-
-def run_approach3(table: pd.DataFrame, params: Mapping[str, Any], warn) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Approach 3 on one group: summary and artefacts."""
-    delta = float(params.get("huber_delta", 1e-3))
-    if not delta > 0:
-        raise UserError(f"{WHO}: approach3.huber_delta must be > 0, got {delta}")
-    grid_spec = params.get("grid")
-    try:
-        grid = approach3.make_grid(None if grid_spec is None else {k: _as_list(v) for k, v in dict(grid_spec).items()})
-    except ValueError as exc:
-        raise UserError(f"{WHO}: approach3.grid: {exc}; expected lists of starts for a, b, e, alpha, beta") from None
-    bounds = _bounds(params)
-    schedule = [tuple(int(v) for v in pair) for pair in _as_list(params.get("schedule", approach3.DEFAULT_SCHEDULE))]
+def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.ndarray | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Approach 3 on one group: summary and artefacts (``bounds``: the checked (5, 2) array, None: unbounded)."""
+    grid = approach3.make_grid(None if p.grid is None else asdict(p.grid))
+    schedule = [tuple(stage) for stage in p.schedule]
     n, d, loss = (table[c].to_numpy(float) for c in ("N", "D", "loss"))
     started = time.perf_counter()
-    fit = approach3.fit_parametric(n, d, loss, delta=delta, grid=grid, bounds=bounds, schedule=schedule,
-                                   n_polish=int(params.get("polish", 5)))
+    fit = approach3.fit_parametric(n, d, loss, delta=p.huber_delta, grid=grid, bounds=bounds, schedule=schedule,
+                                   n_polish=p.polish)
     fit_seconds = time.perf_counter() - started
     for note in fit.warnings:
         warn(note)
-    p = fit.params
-    summary: dict[str, Any] = {k: p[k] for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G")}
-    boot = dict(params.get("bootstrap") or {})
-    n_boot = int(boot.get("n", 1000))
+    summary: dict[str, Any] = {k: fit.params[k] for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G")}
+    n_boot = p.bootstrap.n
     samples = np.empty((0, 5))
     if n_boot > 0:
         started = time.perf_counter()
-        samples = approach3.bootstrap_parametric(n, d, loss, fit, n_boot=n_boot, seed=int(boot.get("seed", 0)), bounds=bounds)
+        samples = approach3.bootstrap_parametric(n, d, loss, fit, n_boot=n_boot, seed=p.bootstrap.seed, bounds=bounds)
         summary["bootstrap_seconds"] = time.perf_counter() - started
     natural = approach3.natural_samples(samples)
     for name in ("E", "A", "B", "alpha", "beta", "a", "b"):
         summary[f"{name}_ci"] = approach3.percentile_ci(natural[name])
-    summary.update({"huber_delta": delta, "n_points": fit.n_points, "objective": fit.objective, "n_starts": fit.n_starts,
+    summary.update({"huber_delta": p.huber_delta, "n_points": fit.n_points, "objective": fit.objective, "n_starts": fit.n_starts,
                     "n_boot": n_boot, "fit_seconds": fit_seconds, "log_params": dict(zip(approach3.PARAM_NAMES, fit.theta))})
     return summary, {"fit": fit, "samples": samples}
 
 
-def fit_group(table: pd.DataFrame, params: Mapping[str, Any], approaches: list[int], warn) -> tuple[dict, dict]:
+def fit_group(table: pd.DataFrame, s: ScalingLawsSettings, warn) -> tuple[dict, dict]:
     """Every selected approach on one group of rows."""
+    fits = {1: lambda: run_approach1(table, s.approach1), 2: lambda: run_approach2(table, s.approach2, warn),
+            3: lambda: run_approach3(table, s.approach3, warn, s.bounds_array)}
     summary, artefacts = {}, {}
-    for k, fn in ((1, run_approach1), (2, run_approach2), (3, run_approach3)):
-        if k in approaches:
-            sub = dict(params.get(f"approach{k}") or {})
-            s, a = fn(table, sub) if k == 1 else fn(table, sub, warn)
-            summary[f"approach{k}"], artefacts[f"approach{k}"] = s, a
+    for k, fn in fits.items():
+        if k in s.approaches:
+            summary[f"approach{k}"], artefacts[f"approach{k}"] = fn()
     return summary, artefacts
 
 
@@ -181,17 +251,16 @@ def _tables(label: str | None, artefacts: dict[str, Any]) -> dict[str, pd.DataFr
     return out
 
 
-def run(table: pd.DataFrame, params: dict[str, Any], out: AnalysisOutput) -> dict[str, Any]:
+def run(table: pd.DataFrame, params: Mapping[str, Any] | ScalingLawsSettings | None, out: Any) -> dict[str, Any]:
     """Fit the selected approaches (per group) and write summary fields, per-budget tables and figures."""
     from analyses.scaling_laws import plots
 
-    approaches = _approaches(params)
-    group_by = [str(c) for c in _as_list(params.get("group_by"))]
+    s = as_settings(ScalingLawsSettings, params, who=WHO)
+    group_by = list(s.group_by)
     require_columns(table, [*REQUIRED_COLUMNS, *group_by], WHO)
     table = _clean(table)
     if not len(table):
         raise UserError(f"{WHO}: the table is empty; expected rows with N, D, C, loss")
-    figures = bool(params.get("figures", True))
     if group_by:
         groups = {"/".join(str(v) for v in (key if isinstance(key, tuple) else (key,))): g
                   for key, g in table.groupby(group_by, sort=True, dropna=False)}
@@ -204,19 +273,19 @@ def run(table: pd.DataFrame, params: dict[str, Any], out: AnalysisOutput) -> dic
             out.warn(message if label is None else f"group {label}: {message}")
 
         try:
-            s, artefacts = fit_group(group.reset_index(drop=True), params, approaches, warn)
+            g_summary, artefacts = fit_group(group.reset_index(drop=True), s, warn)
         except UserError as exc:
             if label is None:
                 raise
             warn(str(exc))
             continue
         if label is None:
-            summary.update(s)
+            summary.update(g_summary)
         else:
-            summary.setdefault("groups", {})[label] = s
+            summary.setdefault("groups", {})[label] = g_summary
         for name, frame in _tables(label, artefacts).items():
             collected.setdefault(name, []).append(frame)
-        if figures:
+        if s.figures:
             suffix = "" if label is None else "_" + "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in label)
             for name, fig in plots.figures(group, artefacts, title=label).items():
                 out.figure(name + suffix, fig)
@@ -228,3 +297,24 @@ def run(table: pd.DataFrame, params: dict[str, Any], out: AnalysisOutput) -> dic
     if group_by:
         summary["group_by"] = group_by
     return summary
+
+
+class ScalingLaws(AnalysisBase):
+    """The scaling-laws analysis (``_target_: analyses.scaling_laws.ScalingLaws``)."""
+
+    name = WHO
+    settings_type = ScalingLawsSettings
+    REQUIRED_COLUMNS = REQUIRED_COLUMNS
+
+    def required_columns(self, settings: ScalingLawsSettings) -> tuple[str, ...]:
+        """N, D, C, loss, the ``group_by`` columns and approach 2's explicit ``curve_by`` columns."""
+        return (*REQUIRED_COLUMNS, *self.carried_columns(settings))
+
+    def carried_columns(self, settings: ScalingLawsSettings) -> tuple[str, ...]:
+        """The ``group_by`` columns (and approach 2's explicit ``curve_by`` columns), for the recipe to carry."""
+        curve_by = settings.approach2.curve_by if 2 in settings.approaches else None
+        return tuple(dict.fromkeys([*settings.group_by, *(curve_by or [])]))
+
+    def run(self, table: pd.DataFrame, settings: ScalingLawsSettings, out: Any) -> dict[str, Any]:
+        """See the module-level ``run``."""
+        return run(table, settings, out)

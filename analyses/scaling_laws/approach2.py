@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.interpolate import Akima1DInterpolator
 
 from analyses.scaling_laws.approach1 import PowerLaw, fit_power_law
 
@@ -95,6 +94,8 @@ def akima_minimum(x: np.ndarray, y: np.ndarray, grid_multiplier: int = 25) -> tu
 
     Returns (x*, y*) with NaN where the minimum is on the grid's first or last point (the edge).
     """
+    from scipy.interpolate import Akima1DInterpolator
+
     y2 = y.reshape(len(x), -1)
     grid = np.linspace(x[0], x[-1], max((len(x) - 1) * grid_multiplier, 3))
     values = Akima1DInterpolator(x, y2, axis=0)(grid)

@@ -19,7 +19,6 @@ from itertools import product
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 BESIROGLU_GRID = {
@@ -238,6 +237,8 @@ def _lm_chunk(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: n
 def polish(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float,
            bounds: np.ndarray | None = None, weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """scipy L-BFGS-B from one start with the analytic gradient and tight tolerances."""
+    from scipy.optimize import minimize
+
     scipy_bounds = None if bounds is None else [(None if np.isinf(lo) else lo, None if np.isinf(hi) else hi) for lo, hi in bounds]
     res = minimize(objective_and_grad, np.asarray(theta0, float), args=(log_n, log_d, log_l, delta, weights), jac=True,
                    method="L-BFGS-B", bounds=scipy_bounds, options=POLISH_OPTIONS)
@@ -367,6 +368,8 @@ def fit_scipy_loop(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, delta: flo
                    grid: np.ndarray | None = None, bounds: np.ndarray | None = None, jac: bool = False,
                    options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, float]:
     """The straightforward reference: scipy L-BFGS-B from every start, best optimum kept (slow)."""
+    from scipy.optimize import minimize
+
     log_n, log_d, log_l = _log_data(n, d, loss)
     starts = make_grid() if grid is None else np.asarray(grid, float)
     scipy_bounds = None if bounds is None else [(None if np.isinf(lo) else lo, None if np.isinf(hi) else hi) for lo, hi in bounds]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,20 +59,16 @@ class ToyConfig:
             raise UserError(f"fira_toy: steps, rank and log_every must be >= 1, got {self.steps}, {self.rank}, {self.log_every}")
 
 
-def tracker_configs(out: str | Path, names: Sequence[str], experiment: str = "fira-toy") -> list[dict[str, Any]]:
-    """Tracker configs (``_target_`` + arguments, as in conf/tracker/) writing under ``out``."""
+def tracker_settings(out: str | Path, names: Sequence[str], experiment: str = "fira-toy") -> list[tuple[str, dict[str, Any]]]:
+    """(tracker name, settings) pairs, as ``tracker=<name>`` takes them, writing under ``out``."""
     out = Path(out)
-    configs = []
-    for name in names:
-        if name == "local":
-            configs.append({"_target_": "adapters.local.LocalTracker", "path": str(out)})
-        elif name == "mlflow":
-            configs.append({"_target_": "adapters.mlflow.MlflowTracker", "uri": f"sqlite:///{(out / 'mlflow.db').resolve()}", "experiment": experiment})
-        elif name == "wandb":
-            configs.append({"_target_": "adapters.wandb.WandbTracker", "path": str(out / "wandb"), "project": experiment, "offline": True})
-        else:
-            raise UserError(f"fira_toy --tracker: '{name}' is not one of local, mlflow, wandb")
-    return configs
+    where = {"local": {"path": str(out)},
+             "mlflow": {"uri": f"sqlite:///{(out / 'mlflow.db').resolve()}", "experiment": experiment},
+             "wandb": {"path": str(out / "wandb"), "project": experiment, "offline": True}}
+    unknown = [n for n in names if n not in where]
+    if unknown:
+        raise UserError(f"fira_toy --tracker: '{unknown[0]}' is not one of {', '.join(where)}")
+    return [(name, where[name]) for name in names]
 
 
 def _model(cfg: ToyConfig):
@@ -221,10 +217,10 @@ def run_variant(cfg: ToyConfig, trackers: Sequence[Any]) -> dict[str, Any]:
 
 
 def run_toy(trackers: Sequence[Any], variants: Sequence[str] = ("lowrank", "fullrank"), **settings: Any) -> list[dict[str, Any]]:
-    """Both variants through the given tracker objects (or tracker configs with ``_target_``)."""
-    from toolkit.pipeline import build_tracker
+    """Both variants through the given tracker objects (or (name, settings) pairs, see ``tracker_settings``)."""
+    from toolkit.trackers import make_tracker
 
-    built = [build_tracker(t)[0] if isinstance(t, Mapping) else t for t in trackers]
+    built = [make_tracker(*t) if isinstance(t, tuple) else t for t in trackers]
     return [run_variant(ToyConfig(variant=v, **settings), built) for v in variants]
 
 
@@ -243,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         started = time.perf_counter()
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        results = run_toy(tracker_configs(args.out, args.tracker, args.experiment), steps=args.steps, rank=args.rank,
+        results = run_toy(tracker_settings(args.out, args.tracker, args.experiment), steps=args.steps, rank=args.rank,
                           n_samples=args.samples, d_model=args.d_model, seed=args.seed)
     except UserError as exc:
         print(f"error: {exc}")

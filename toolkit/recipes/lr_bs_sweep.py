@@ -15,18 +15,24 @@ Hyperparameters come from the run config (``config_keys``: first key present win
 name (``name_patterns``: regexes with named groups lr, bs, seed, momentum, decayed, lr_in, lr_hidden, lr_out,
 seq_len; ``{float}`` and ``{int}`` stand for number patterns). Per-layer names ``lr-i<in>h<hidden>o<out>-bs-<int>``
 give lr_in/lr_hidden/lr_out and ``lr`` = the one named by ``layer_lr`` (default hidden).
+
+The options, their defaults and types are ``LrBsSweepSettings`` (documented in conf/recipe/lr_bs_sweep.yaml).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError
+from toolkit.recipes import TableRecipe, as_list
 from toolkit.runset import CONFIG_PREFIX, RunSet, coerce_number
+from toolkit.settings import Choice, Settings, as_settings, fail
 
 WHO = "recipe lr_bs_sweep"
 FLOAT = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -39,86 +45,114 @@ DEFAULT_PATTERNS = [
 FIELDS = ("lr", "bs", "seed", "momentum", "decayed", "lr_in", "lr_hidden", "lr_out", "seq_len")
 CONFIG_FIELDS = ("lr", "bs", "seed", "momentum", "decayed", "lr_in", "lr_hidden", "lr_out")  # identify a configuration
 TABLE_COLUMNS = ("run_id", "name", *CONFIG_FIELDS, "step", "horizon", "train_loss", "output_norm")
-DEFAULTS: dict[str, Any] = {
-    "metrics": {"train_loss": "train_loss", "output_norm": "output_norm"},
-    "seq_len": None,
-    "tokens_key": None,
-    "config_keys": {
-        "lr": ["lr", "optim.lr", "optimizer.lr", "learning_rate"],
-        "bs": ["bs", "batch_size", "training.batch_size", "data.batch_size"],
-        "seed": ["seed"],
-        "momentum": ["momentum", "optim.momentum", "optimizer.momentum"],
-        "decayed": ["decayed"],
-        "lr_in": ["lr_in"],
-        "lr_hidden": ["lr_hidden"],
-        "lr_out": ["lr_out"],
-        "seq_len": ["seq_len", "data.seq_len", "seq_length", "block_size"],
-    },
-    "name_patterns": DEFAULT_PATTERNS,
-    "layer_lr": "hidden",
-    "filters": {"momentum": None, "decayed": None, "seeds": None, "batch_sizes": None},
-    "aggregate_seeds": False,
-}
+LayerLr = Choice("LayerLr", {"in": "in", "hidden": "hidden", "out": "out"}, module=__name__)  # which lr is "lr"
 
 
-def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    p = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
-    for key, value in dict(params or {}).items():
-        if key == "module":
-            continue
-        if key not in DEFAULTS:
-            raise UserError(f"{WHO}: unknown option '{key}'; expected one of {', '.join(DEFAULTS)}")
-        if isinstance(DEFAULTS[key], dict) and isinstance(value, Mapping):
-            p[key] = {**DEFAULTS[key], **dict(value)}
-        elif isinstance(DEFAULTS[key], dict) and value is not None:
-            raise UserError(f"{WHO}: option '{key}' should be a mapping, got {value!r}")
-        else:
-            p[key] = value
-    if p["layer_lr"] not in ("in", "hidden", "out"):
-        raise UserError(f"{WHO}: layer_lr should be in, hidden or out, got {p['layer_lr']!r}")
-    if not p["metrics"].get("train_loss"):
-        raise UserError(f"{WHO}: metrics.train_loss (the history key of the training loss) is not set")
-    return p
+@dataclass
+class SweepMetrics:
+    """History keys that become the Table's train_loss and output_norm (output_norm null: NaN column)."""
+
+    train_loss: str = "train_loss"
+    output_norm: Optional[str] = "output_norm"
 
 
-def metric_keys(params: Mapping[str, Any]) -> list[str]:
+@dataclass
+class ConfigKeys:
+    """Run-config keys of each hyperparameter (a key or a list; the first one present wins)."""
+
+    lr: Any = field(default_factory=lambda: ["lr", "optim.lr", "optimizer.lr", "learning_rate"])
+    bs: Any = field(default_factory=lambda: ["bs", "batch_size", "training.batch_size", "data.batch_size"])
+    seed: Any = field(default_factory=lambda: ["seed"])
+    momentum: Any = field(default_factory=lambda: ["momentum", "optim.momentum", "optimizer.momentum"])
+    decayed: Any = field(default_factory=lambda: ["decayed"])
+    lr_in: Any = field(default_factory=lambda: ["lr_in"])
+    lr_hidden: Any = field(default_factory=lambda: ["lr_hidden"])
+    lr_out: Any = field(default_factory=lambda: ["lr_out"])
+    seq_len: Any = field(default_factory=lambda: ["seq_len", "data.seq_len", "seq_length", "block_size"])
+
+    def __post_init__(self) -> None:
+        for name in FIELDS:
+            setattr(self, name, as_list(getattr(self, name), WHO, f"config_keys.{name}"))
+
+
+@dataclass
+class SweepFilters:
+    """Keep only these runs (null: no filter); a value or a list of alternatives."""
+
+    momentum: Any = None
+    decayed: Optional[bool] = None
+    seeds: Any = None
+    batch_sizes: Any = None
+
+    def __post_init__(self) -> None:
+        for name, kind, what in (("momentum", float, "a number"), ("seeds", int, "an integer"),
+                                 ("batch_sizes", int, "an integer")):
+            value = getattr(self, name)
+            try:
+                if value is not None:
+                    setattr(self, name, [kind(v) for v in (value if isinstance(value, (list, tuple)) else [value])])
+            except (TypeError, ValueError):
+                raise fail(WHO, f"filters.{name}", value, f"{what} or a list of them") from None
+
+
+@dataclass
+class LrBsSweepSettings(Settings):
+    """Every option of the recipe; see conf/recipe/lr_bs_sweep.yaml."""
+
+    metrics: SweepMetrics = field(default_factory=SweepMetrics)
+    seq_len: Optional[int] = None
+    tokens_key: Optional[str] = None
+    config_keys: ConfigKeys = field(default_factory=ConfigKeys)
+    name_patterns: Any = field(default_factory=lambda: list(DEFAULT_PATTERNS))
+    layer_lr: LayerLr = LayerLr.hidden
+    filters: SweepFilters = field(default_factory=SweepFilters)
+    aggregate_seeds: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.metrics.train_loss:
+            raise fail(WHO, "metrics.train_loss", self.metrics.train_loss, "the history key of the training loss")
+        if self.seq_len is not None and self.seq_len <= 0:
+            raise fail(WHO, "seq_len", self.seq_len, "a positive integer (tokens per sequence) or null")
+        self.name_patterns, self.patterns = as_list(self.name_patterns, WHO, "name_patterns"), []
+        for pat in self.name_patterns:
+            try:
+                self.patterns.append(re.compile(pat.replace("{float}", FLOAT).replace("{int}", INT)))
+            except re.error as exc:
+                raise fail(WHO, "name_patterns", pat, f"a valid regex ({exc})") from None
+
+
+def metric_keys(params: Any) -> list[str]:
     """History keys to read: the train-loss and output-norm source keys, and the tokens key when set."""
-    p = _params(params)
-    keys = [p["metrics"]["train_loss"], p["metrics"].get("output_norm"), p["tokens_key"]]
-    return list(dict.fromkeys(str(k) for k in keys if k))
+    s = as_settings(LrBsSweepSettings, params, who=WHO)
+    return list(dict.fromkeys(str(k) for k in (s.metrics.train_loss, s.metrics.output_norm, s.tokens_key) if k))
 
 
-def build(runset: RunSet, params: Mapping[str, Any], warn: Callable[[str], None]) -> pd.DataFrame:
-    """The sweep Table (see the module docstring for its columns)."""
-    p = _params(params)
-    loss_key = str(p["metrics"]["train_loss"])
+def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFrame:
+    """The sweep Table (see the module docstring for its columns); ``params``: a mapping or the settings."""
+    s = as_settings(LrBsSweepSettings, params, who=WHO)
+    loss_key = s.metrics.train_loss
     if loss_key in runset.history.columns and len(runset.history) and not runset.history[loss_key].notna().any():
         have = [k for k in runset.metric_keys if runset.history[k].notna().any()]
         raise UserError(f"{WHO}: no run logged '{loss_key}' (metrics.train_loss); metric keys logged: {', '.join(have) or '(none)'}")
-    runs = _resolve_runs(runset.runs, p, warn)
-    runs = _apply_filters(runs, p["filters"])
+    runs = _resolve_runs(runset.runs, s, warn)
+    runs = _apply_filters(runs, s.filters)
     runs = runs.sort_values(["bs", "lr", "seed", "name"], kind="stable").reset_index(drop=True)
-    table = _long_table(runset.history, runs, p, warn)
+    table = _long_table(runset.history, runs, s, warn)
     if table.empty:
-        raise UserError(f"{WHO}: none of the {len(runs)} selected run(s) logged '{p['metrics']['train_loss']}' (metrics.train_loss)")
+        raise UserError(f"{WHO}: none of the {len(runs)} selected run(s) logged '{loss_key}' (metrics.train_loss)")
     table = _dedupe(table, runs, warn)
-    return aggregate_seeds(table) if p["aggregate_seeds"] else table
+    return aggregate_seeds(table) if s.aggregate_seeds else table
+
+
+class LrBsSweep(TableRecipe):
+    """The lr x bs sweep recipe (``_target_: toolkit.recipes.lr_bs_sweep.LrBsSweep``)."""
+
+    settings_type = LrBsSweepSettings
+    metric_keys = staticmethod(metric_keys)
+    make_table = staticmethod(build)
 
 
 # --- hyperparameters per run -------------------------------------------------------------------------------------
-
-
-def _compile(patterns: Any) -> list[re.Pattern]:
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    compiled = []
-    for pat in patterns or []:
-        text = str(pat).replace("{float}", FLOAT).replace("{int}", INT)
-        try:
-            compiled.append(re.compile(text))
-        except re.error as exc:
-            raise UserError(f"{WHO}: name_patterns entry '{pat}' is not a valid regex: {exc}") from None
-    return compiled
 
 
 def _parse_names(names: pd.Series, patterns: list[re.Pattern]) -> pd.DataFrame:
@@ -129,27 +163,27 @@ def _parse_names(names: pd.Series, patterns: list[re.Pattern]) -> pd.DataFrame:
         for pat in patterns:
             match = pat.search(str(name))
             if match:
-                for field, text in match.groupdict().items():
-                    if field == "decayed":
-                        values[field] = bool(text)
-                    elif field in FIELDS and text is not None:
-                        values[field] = float(text)
+                for col, text in match.groupdict().items():
+                    if col == "decayed":
+                        values[col] = bool(text)
+                    elif col in FIELDS and text is not None:
+                        values[col] = float(text)
                 break
         parsed[name] = values
     frame = pd.DataFrame([parsed[n] for n in names], index=names.index, columns=list(FIELDS))
     return frame
 
 
-def _config_values(runs: pd.DataFrame, field: str, keys: Any) -> tuple[pd.Series, str | None]:
+def _config_values(runs: pd.DataFrame, hp: str, keys: list[str]) -> tuple[pd.Series, str | None]:
     """First present config value per run among ``keys`` (numbers; bools for decayed)."""
     out = pd.Series(np.nan, index=runs.index, dtype=object)
     used = None
-    for key in [keys] if isinstance(keys, str) else list(keys or []):
+    for key in keys:
         col = CONFIG_PREFIX + str(key)
         if col not in runs.columns:
             continue
         raw = runs[col].map(coerce_number)
-        if field == "decayed":
+        if hp == "decayed":
             bad = raw.notna() & ~raw.map(lambda v: isinstance(v, (bool, np.bool_, int, np.integer, float)))
         else:
             bad = raw.notna() & ~raw.map(lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
@@ -159,7 +193,7 @@ def _config_values(runs: pd.DataFrame, field: str, keys: Any) -> tuple[pd.Series
         fill = out.isna() & raw.notna()
         out[fill] = raw[fill]
         used = used or str(key)
-    if field == "decayed":
+    if hp == "decayed":
         return out.map(lambda v: bool(v) if pd.notna(v) else np.nan), used
     return pd.to_numeric(out, errors="coerce").astype(float), used
 
@@ -170,32 +204,32 @@ def _examples(names: Any, k: int = 3) -> str:
     return ", ".join(names[:k]) + more
 
 
-def _resolve_runs(runs_in: pd.DataFrame, p: dict[str, Any], warn: Callable[[str], None]) -> pd.DataFrame:
+def _resolve_runs(runs_in: pd.DataFrame, s: LrBsSweepSettings, warn: Callable[[str], None]) -> pd.DataFrame:
     """One row per usable run: run_id, name, the CONFIG_FIELDS and seq_len."""
     if runs_in is None or not len(runs_in):
-        raise UserError(f"{WHO}: the tracker returned no runs (check tracker.select)")
+        raise UserError(f"{WHO}: the tracker returned no runs (check select)")
     runs = runs_in.reset_index(drop=True)
     run_id = runs["run_id"].astype(str)
     name = runs["name"].where(runs["name"].notna(), run_id).astype(str)
     runs = runs.assign(run_id=run_id, name=name)
-    parsed = _parse_names(runs["name"], _compile(p["name_patterns"]))
+    parsed = _parse_names(runs["name"], s.patterns)
     out = pd.DataFrame({"run_id": run_id, "name": name})
     disagree: list[str] = []
-    for field in FIELDS:
-        conf, key = _config_values(runs, field, p["config_keys"].get(field))
-        from_name = parsed[field]
-        if field == "decayed":
+    for col in FIELDS:
+        conf, key = _config_values(runs, col, getattr(s.config_keys, col))
+        from_name = parsed[col]
+        if col == "decayed":
             from_name = from_name.map(lambda v: bool(v) if pd.notna(v) else np.nan)
         else:
             from_name = pd.to_numeric(from_name, errors="coerce").astype(float)
             both = conf.notna() & from_name.notna()
             differ = both & ~np.isclose(conf.where(both, 0.0), from_name.where(both, 0.0), rtol=1e-6, atol=0.0)
             if differ.any():
-                disagree.append(f"{field} ({_examples(name[differ])})")
-        out[field] = conf.where(conf.notna(), from_name)
+                disagree.append(f"{col} ({_examples(name[differ])})")
+        out[col] = conf.where(conf.notna(), from_name)
     if disagree:
         warn(f"{WHO}: config values differ from the run names for {'; '.join(disagree)}; the config values are used")
-    layer = f"lr_{p['layer_lr']}"
+    layer = f"lr_{s.layer_lr}"
     out["lr"] = out["lr"].where(out["lr"].notna(), out[layer]).astype(float)
     missing = out["lr"].isna() | out["bs"].isna()
     if missing.all():
@@ -210,9 +244,9 @@ def _resolve_runs(runs_in: pd.DataFrame, p: dict[str, Any], warn: Callable[[str]
     out["bs"] = out["bs"].round().astype("int64")
     out["seed"] = out["seed"].round().astype("Int64")
     out["decayed"] = out["decayed"].map(lambda v: bool(v) if pd.notna(v) else False).astype(bool)
-    for field in ("momentum", "lr_in", "lr_hidden", "lr_out", "seq_len"):
-        out[field] = out[field].astype(float)
-    _resolve_seq_len(out, p, warn)
+    for col in ("momentum", "lr_in", "lr_hidden", "lr_out", "seq_len"):
+        out[col] = out[col].astype(float)
+    _resolve_seq_len(out, s, warn)
     return out
 
 
@@ -222,22 +256,20 @@ def _check_values(out: pd.DataFrame) -> None:
         ("bs", ~(out["bs"] > 0) | (out["bs"] % 1 != 0), "a positive integer batch size"),
         ("seed", out["seed"].notna() & (out["seed"] % 1 != 0), "an integer seed"),
     )
-    for field, bad, expected in checks:
+    for col, bad, expected in checks:
         if bad.any():
             i = bad.to_numpy().nonzero()[0][0]
-            raise UserError(f"{WHO}: run '{out['name'].iloc[i]}' has {field} = {out[field].iloc[i]}; expected {expected}")
+            raise UserError(f"{WHO}: run '{out['name'].iloc[i]}' has {col} = {out[col].iloc[i]}; expected {expected}")
 
 
-def _resolve_seq_len(out: pd.DataFrame, p: dict[str, Any], warn: Callable[[str], None]) -> None:
-    if p["seq_len"] is not None:
-        seq = float(p["seq_len"])
-        if not seq > 0 or seq % 1:
-            raise UserError(f"{WHO}: seq_len should be a positive integer, got {p['seq_len']!r}")
+def _resolve_seq_len(out: pd.DataFrame, s: LrBsSweepSettings, warn: Callable[[str], None]) -> None:
+    if s.seq_len is not None:
+        seq = float(s.seq_len)
         differ = out["seq_len"].notna() & (out["seq_len"] != seq)
-        if differ.any() and not p["tokens_key"]:
+        if differ.any() and not s.tokens_key:
             warn(f"{WHO}: recipe.seq_len={int(seq)} overrides the runs' own seq_len for {_examples(out.loc[differ, 'name'])}")
         out["seq_len"] = seq
-    elif out["seq_len"].isna().any() and not p["tokens_key"]:
+    elif out["seq_len"].isna().any() and not s.tokens_key:
         bad = out.loc[out["seq_len"].isna(), "name"]
         raise UserError(
             f"{WHO}: run '{bad.iloc[0]}' has no seq_len in its config; set recipe.seq_len (tokens per sequence) "
@@ -245,27 +277,19 @@ def _resolve_seq_len(out: pd.DataFrame, p: dict[str, Any], warn: Callable[[str],
         )
 
 
-def _apply_filters(runs: pd.DataFrame, filters: Mapping[str, Any]) -> pd.DataFrame:
+def _apply_filters(runs: pd.DataFrame, f: SweepFilters) -> pd.DataFrame:
     keep = np.ones(len(runs), dtype=bool)
-
-    def listed(value: Any) -> list:
-        return list(value) if isinstance(value, (list, tuple)) else [value]
-
-    if filters.get("momentum") is not None:
-        wanted = [float(v) for v in listed(filters["momentum"])]
+    if f.momentum is not None:
         mom = runs["momentum"].to_numpy(dtype=float)
-        keep &= np.any([np.isclose(mom, w, rtol=1e-9, atol=1e-12) for w in wanted], axis=0)
-    if filters.get("decayed") is not None:
-        keep &= runs["decayed"].to_numpy() == bool(coerce_number(filters["decayed"]))
-    if filters.get("seeds") is not None:
-        keep &= runs["seed"].isin([int(s) for s in listed(filters["seeds"])]).fillna(False).to_numpy(dtype=bool)
-    if filters.get("batch_sizes") is not None:
-        keep &= runs["bs"].isin([int(b) for b in listed(filters["batch_sizes"])]).to_numpy()
-    unknown = set(filters) - set(DEFAULTS["filters"])
-    if unknown:
-        raise UserError(f"{WHO}: unknown filter(s) {', '.join(sorted(unknown))}; expected {', '.join(DEFAULTS['filters'])}")
+        keep &= np.any([np.isclose(mom, w, rtol=1e-9, atol=1e-12) for w in f.momentum], axis=0)
+    if f.decayed is not None:
+        keep &= runs["decayed"].to_numpy() == f.decayed
+    if f.seeds is not None:
+        keep &= runs["seed"].isin(f.seeds).fillna(False).to_numpy(dtype=bool)
+    if f.batch_sizes is not None:
+        keep &= runs["bs"].isin(f.batch_sizes).to_numpy()
     if not keep.any():
-        active = {k: v for k, v in filters.items() if v is not None}
+        active = {k: v for k, v in dataclasses.asdict(f).items() if v is not None}
         raise UserError(f"{WHO}: no run is left after filters {active}")
     return runs.loc[keep].reset_index(drop=True)
 
@@ -291,9 +315,8 @@ def _numeric(values: pd.Series, name_of: Callable[[int], str], key: str) -> np.n
     return np.array(num.to_numpy(dtype=float, na_value=np.nan), dtype=float)
 
 
-def _long_table(history: pd.DataFrame, runs: pd.DataFrame, p: dict[str, Any], warn: Callable[[str], None]) -> pd.DataFrame:
-    loss_key = str(p["metrics"]["train_loss"])
-    norm_key = p["metrics"].get("output_norm")
+def _long_table(history: pd.DataFrame, runs: pd.DataFrame, s: LrBsSweepSettings, warn: Callable[[str], None]) -> pd.DataFrame:
+    loss_key, norm_key = s.metrics.train_loss, s.metrics.output_norm
     if loss_key not in history.columns:
         have = ", ".join(c for c in history.columns if c not in ("run_id", "step")) or "(none)"
         raise UserError(f"{WHO}: no history column '{loss_key}' (metrics.train_loss); the history has: {have}")
@@ -327,8 +350,8 @@ def _long_table(history: pd.DataFrame, runs: pd.DataFrame, p: dict[str, Any], wa
     norm[~np.isfinite(norm)] = np.nan
     step = step_num[present].astype(np.int64)
     codes, loss, norm = codes[present], loss[present], norm[present]
-    if p["tokens_key"]:
-        tkey = str(p["tokens_key"])
+    if s.tokens_key:
+        tkey = s.tokens_key
         if tkey not in hist.columns:
             raise UserError(f"{WHO}: no history column '{tkey}' (tokens_key)")
         tokens = _numeric(hist[tkey], name_of, tkey)[present]
@@ -382,7 +405,7 @@ def _dedupe(table: pd.DataFrame, runs: pd.DataFrame, warn: Callable[[str], None]
         conf = ", ".join(f"{f}={a[f]}" for f in ("lr", "bs", "seed") if pd.notna(a[f]))
         raise UserError(
             f"{WHO}: runs '{a['name']}' and '{b['name']}' have the same configuration ({conf}) at step {st[k]} "
-            f"but different {what}; keep one of them (tracker.select) or give them distinct seeds"
+            f"but different {what}; keep one of them (select) or give them distinct seeds"
         )
     if dup.any():
         warn(f"{WHO}: removed {int(dup.sum())} duplicate row(s) (same configuration, step and values), "

@@ -6,62 +6,80 @@ For sweeps logged outside a tracker's step histories, e.g. the (Mis)Fitting surv
 (keep_columns, bs, lr, horizon) are reduced to one: ``min`` keeps the lowest loss (a point reached by several runs,
 e.g. checkpoints of runs with different schedules, as scaling surveys do), ``mean`` averages them.
 Each (keep_columns, bs, lr) becomes one run, so a bootstrap over runs has nothing to resample here.
+The options, their defaults and types are ``LrTableSettings`` (documented in conf/recipe/lr_table.yaml).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
 
 import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError
+from toolkit.recipes import TableRecipe
 from toolkit.recipes.scaling_table import joined_history, lookup_column
 from toolkit.runset import RunSet
+from toolkit.settings import Choice, Settings, as_settings
 
 WHO = "recipe lr_table"
-AXES = ("lr", "horizon", "loss", "bs", "output_norm")
-REDUCERS = ("min", "mean")
 
 
-def metric_keys(params: Mapping[str, Any]) -> None:
-    """Every numeric column: the named ones may be history keys or config values."""
-    return None
+class Reduce(Choice):
+    """Several rows at one (keep_columns, bs, lr, horizon): keep the lowest loss, or average them."""
+
+    min = "min"
+    mean = "mean"
+
+
+@dataclass
+class LrTableColumns:
+    """Source columns of each axis (a plain column, or a run's config/summary value); bs and output_norm optional."""
+
+    lr: str = "lr"
+    horizon: str = "horizon"
+    loss: str = "loss"
+    bs: Optional[str] = None
+    output_norm: Optional[str] = None
+
+
+@dataclass
+class LrTableSettings(Settings):
+    """Every option of the recipe; see conf/recipe/lr_table.yaml."""
+
+    columns: LrTableColumns = field(default_factory=LrTableColumns)
+    keep_columns: List[str] = field(default_factory=list)
+    reduce: Reduce = Reduce.min
 
 
 def _column(frame: pd.DataFrame, name: str | None, axis: str, required: bool) -> pd.Series | None:
-    series = lookup_column(frame, str(name)) if name else None
+    series = lookup_column(frame, name) if name else None
     if series is None and required:
         names = ", ".join(str(c) for c in frame.columns[:40])
         raise UserError(f"{WHO}: no column '{name}' for {axis} (set recipe.columns.{axis}); columns: {names}")
     return None if series is None else pd.to_numeric(series, errors="coerce").astype(float)
 
 
-def build(runset: RunSet, params: dict[str, Any], warn: Callable[[str], None]) -> pd.DataFrame:
+def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFrame:
     """The Table ``run_id, name, lr, bs, horizon, train_loss[, output_norm], <keep_columns>`` of a flat table."""
+    s = as_settings(LrTableSettings, params, who=WHO)
     if not len(runset.history):
-        raise UserError(f"{WHO}: the tracker returned no rows (check tracker.path and tracker.select)")
-    columns = {axis: (params.get("columns") or {}).get(axis, axis if axis != "bs" else None) for axis in AXES}
-    unknown = set(params.get("columns") or {}) - set(AXES)
-    if unknown:
-        raise UserError(f"{WHO}: unknown recipe.columns {sorted(unknown)}; expected some of {', '.join(AXES)}")
-    reduce = str(params.get("reduce", "min"))
-    if reduce not in REDUCERS:
-        raise UserError(f"{WHO}: recipe.reduce='{reduce}'; expected one of {', '.join(REDUCERS)}")
+        raise UserError(f"{WHO}: the tracker returned no rows (check tracker.path and select)")
+    columns, reduce, keep = s.columns, s.reduce, s.keep_columns
     frame = joined_history(runset)
-    keep = [str(c) for c in params.get("keep_columns") or []]
     table = pd.DataFrame(index=frame.index)
     for col in keep:
         series = lookup_column(frame, col)
         if series is None:
             raise UserError(f"{WHO}: recipe.keep_columns: no column '{col}'")
         table[col] = series.to_numpy()
-    table["lr"] = _column(frame, columns["lr"], "lr", True)
-    bs = _column(frame, columns["bs"], "bs", True) if columns["bs"] else None
+    table["lr"] = _column(frame, columns.lr, "lr", True)
+    bs = _column(frame, columns.bs, "bs", True) if columns.bs else None
     table["bs"] = 1.0 if bs is None else bs
-    table["horizon"] = _column(frame, columns["horizon"], "horizon", True)
-    table["train_loss"] = _column(frame, columns["loss"], "loss", True)
-    norm = _column(frame, columns["output_norm"], "output_norm", False)
+    table["horizon"] = _column(frame, columns.horizon, "horizon", True)
+    table["train_loss"] = _column(frame, columns.loss, "loss", True)
+    norm = _column(frame, columns.output_norm, "output_norm", False)
     if norm is not None:
         table["output_norm"] = norm
     values = table[["lr", "bs", "horizon"]].to_numpy(float)
@@ -85,3 +103,10 @@ def build(runset: RunSet, params: dict[str, Any], warn: Callable[[str], None]) -
     reduced = reduced.assign(run_id=run.to_numpy(), name=run.to_numpy(), step=0)
     order = ["run_id", "name", "lr", "bs", "horizon", "step", "train_loss", *(["output_norm"] if norm is not None else []), *keep]
     return reduced[order].sort_values([*keep, "bs", "lr", "horizon"], kind="stable").reset_index(drop=True)
+
+
+class LrTable(TableRecipe):
+    """The lr_table recipe (``_target_: toolkit.recipes.lr_table.LrTable``); reads every key (config values too)."""
+
+    settings_type = LrTableSettings
+    make_table = staticmethod(build)

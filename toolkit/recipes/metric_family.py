@@ -5,35 +5,48 @@ given by key patterns with named groups (``scaling_factor/sampling{matrix}/{colu
 ``{matrix: [1, 168], column: [1, 100]}``) the keys are spelled out so only they are read (the 16,968-key case),
 otherwise every key is read and the pattern filters them. The melt keeps only logged values (NaN dropped), with
 ``run_id``, ``name`` and ``key`` as categoricals, so 17M values take about 0.3 GB.
+The options, their defaults and types are ``MetricFamilySettings`` (documented in conf/recipe/metric_family.yaml).
 """
 from __future__ import annotations
 
 import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError
+from toolkit.recipes import TableRecipe, as_list
 from toolkit.runset import CONFIG_PREFIX, RunSet
+from toolkit.settings import Settings, as_settings, fail
 
 _GROUP = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]+))?\}")
 MAX_AUTO_CONFIG = 20
+WHO = "recipe metric_family"
 
 
-def _patterns(params: Mapping[str, Any]) -> list[str]:
-    family = params.get("family")
-    if family is None:
-        return []
-    if isinstance(family, str):
-        return [family]
-    if isinstance(family, Mapping):
-        return [str(v) for v in family.values()]
-    if isinstance(family, Sequence):
-        return [str(v) for v in family]
-    raise UserError(f"recipe.family: expected a pattern, a list of patterns or {{level: pattern}}, got {type(family).__name__}")
+@dataclass
+class MetricFamilySettings(Settings):
+    """Every option of the recipe; see conf/recipe/metric_family.yaml."""
+
+    family: Any = None
+    ranges: Optional[Dict[str, Any]] = None
+    keys: Optional[List[str]] = None
+    config: Any = "auto"
+
+    def __post_init__(self) -> None:
+        family = self.family
+        if isinstance(family, Mapping):
+            family = list(family.values())
+        self.patterns = as_list(family, WHO, "family")
+        self.regexes = [pattern_regex(p) for p in self.patterns]
+        if self.ranges and not self.patterns and not self.keys:
+            raise fail(WHO, "ranges", self.ranges, "a family pattern to expand (recipe.family)")
+        if self.config not in (None, "auto"):
+            self.config = as_list(self.config, WHO, "config")
 
 
 def pattern_regex(pattern: str) -> re.Pattern:
@@ -76,16 +89,13 @@ def expand_pattern(pattern: str, ranges: Mapping[str, Any]) -> list[str]:
     return keys
 
 
-def metric_keys(params: Mapping[str, Any]) -> list[str] | None:
+def metric_keys(params: Any) -> list[str] | None:
     """Explicit ``keys``, else the family spelled out from ``ranges``, else None (read all, filter by pattern)."""
-    if params.get("keys"):
-        return [str(k) for k in params["keys"]]
-    ranges = params.get("ranges")
-    if ranges:
-        pats = _patterns(params)
-        if not pats:
-            raise UserError("recipe.ranges is set but recipe.family has no pattern to expand")
-        return list(dict.fromkeys(k for p in pats for k in expand_pattern(p, dict(ranges))))
+    s = as_settings(MetricFamilySettings, params, who=WHO)
+    if s.keys:
+        return list(s.keys)
+    if s.ranges:
+        return list(dict.fromkeys(k for p in s.patterns for k in expand_pattern(p, s.ranges)))
     return None
 
 
@@ -94,10 +104,8 @@ def _config_columns(runs: pd.DataFrame, wanted: Any) -> list[str]:
     if wanted in (None, "auto"):
         varying = [c for c in cols if runs[c].astype(str).nunique(dropna=False) > 1]
         return varying[:MAX_AUTO_CONFIG]
-    if isinstance(wanted, str):
-        wanted = [wanted]
     chosen = []
-    for key in wanted or []:
+    for key in wanted:
         col = key if str(key).startswith(CONFIG_PREFIX) else CONFIG_PREFIX + str(key)
         if col not in runs.columns:
             have = ", ".join(c[len(CONFIG_PREFIX):] for c in cols) or "(none)"
@@ -133,14 +141,15 @@ def _per_run_categorical(per_run: Sequence[str], run_codes: np.ndarray) -> pd.Ca
     return pd.Categorical.from_codes(value_codes[run_codes] if len(run_codes) else np.array([], dtype=np.int32), categories=cats)
 
 
-def build(runset: RunSet, params: Mapping[str, Any], warn: Callable[[str], None]) -> pd.DataFrame:
+def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFrame:
     """The long table of the family's keys for every selected run (plus the config columns asked for)."""
-    pats = [pattern_regex(p) for p in _patterns(params)]
+    s = as_settings(MetricFamilySettings, params, who=WHO)
+    pats = s.regexes
     metrics = runset.metric_keys
     keys = [k for k in metrics if any(r.fullmatch(str(k)) for r in pats)] if pats else list(metrics)
     if pats and not keys and metrics:
         sample = ", ".join(map(str, metrics[:5]))
-        warn(f"metric_family: no history key matches {', '.join(_patterns(params))}; keys include: {sample}")
+        warn(f"metric_family: no history key matches {', '.join(s.patterns)}; keys include: {sample}")
     long = melt_history(runset.history, keys)
     if runset.runs.empty:
         return long.assign(name=pd.Categorical([]))[["run_id", "name", "step", "key", "value"]]
@@ -154,7 +163,15 @@ def build(runset: RunSet, params: Mapping[str, Any], warn: Callable[[str], None]
         warn(f"metric_family: history has run(s) not in the runs table: {', '.join(unknown[:3])}")
     codes = long["run_id"].cat.codes.to_numpy()
     long["name"] = _per_run_categorical([str(runs["name"].iloc[i]) if i >= 0 else str(c) for c, i in zip(cats, idx)], codes)
-    for col in _config_columns(runs, params.get("config", "auto")):
+    for col in _config_columns(runs, s.config):
         long[col] = _per_run_categorical([str(runs[col].iloc[i]) if i >= 0 else "" for i in idx], codes)
     front = ["run_id", "name", "step", "key", "value"]
     return long[front + [c for c in long.columns if c not in front]]
+
+
+class MetricFamily(TableRecipe):
+    """The metric_family recipe (``_target_: toolkit.recipes.metric_family.MetricFamily``)."""
+
+    settings_type = MetricFamilySettings
+    metric_keys = staticmethod(metric_keys)
+    make_table = staticmethod(build)

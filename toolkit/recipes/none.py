@@ -1,21 +1,26 @@
 """A recipe that reads nothing: for analyses that need no tracker data (e.g. the spectral benchmark)."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pandas as pd
 
+from toolkit.protocol import Built, RecipeBase
 from toolkit.runset import RunSet
-
-NEEDS_TRACKER = False
-
-
-def metric_keys(params: dict[str, Any]) -> list[str]:
-    """No history keys."""
-    return []
+from toolkit.settings import Settings
 
 
-def build(runset: RunSet, params: dict[str, Any], warn: Callable[[str], None]) -> pd.DataFrame:
-    """An empty table."""
-    return pd.DataFrame()
+class NoneRecipe(RecipeBase):
+    """The recipe ``none`` (``_target_: toolkit.recipes.none.NoneRecipe``): no options, no tracker, an empty table."""
+
+    settings_type = Settings
+
+    def metric_keys(self, settings: Settings) -> list[str]:
+        """No history keys."""
+        return []
+
+    def needs_tracker(self, settings: Settings) -> bool:
+        """The tracker is not read."""
+        return False
+
+    def build(self, runset: RunSet, settings: Settings) -> Built:
+        """An empty table."""
+        return Built(pd.DataFrame())

@@ -13,72 +13,81 @@ C is ``columns.C`` when named, else flops_per_token * D when given, else the loa
 non-positive or non-finite N, D, C or loss are reported and dropped. ``best_over`` keeps, for each (N, D)
 (+ ``keep_columns``), the row with the lowest loss over the listed columns (e.g. the best peak_lr per (N, D)); the
 rows then stand for (N, D) points rather than one run's checkpoints, so ``run_id`` and ``step`` are dropped.
+The options, their defaults and types are ``ScalingTableSettings`` (documented in conf/recipe/scaling_table.yaml).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
 
 import numpy as np
 import pandas as pd
 
 from toolkit import scaling_data
 from toolkit.errors import UserError
+from toolkit.recipes import TableRecipe, as_list
 from toolkit.runset import CONFIG_PREFIX, SUMMARY_PREFIX, RunSet
+from toolkit.settings import Choice, Settings, as_settings, fail
 
-DEFAULT_COLUMNS: dict[str, str | None] = {"N": "N", "D": "D", "C": None, "loss": "loss"}
 WHO = "recipe scaling_table"
 
 
-def _columns(params: Mapping[str, Any]) -> dict[str, str | None]:
-    """The source column names, defaults filled in."""
-    cols = dict(DEFAULT_COLUMNS)
-    for key, value in dict(params.get("columns") or {}).items():
-        if key not in DEFAULT_COLUMNS:
-            raise UserError(f"{WHO}: unknown recipe.columns.{key}; expected N, D, C or loss")
-        cols[key] = None if value in (None, "") else str(value)
-    return cols
+class Loader(Choice):
+    """A public data set read through ``toolkit.scaling_data`` instead of the tracker."""
+
+    misfitting = "misfitting"
+    warmstarting = "warmstarting"
+    porian = "porian"
 
 
-def _as_list(value: Any) -> list[str]:
-    """A config value that may be a string, a list or None, as a list of strings."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value]
+@dataclass
+class ScalingColumns:
+    """Where N, D, C and loss come from: a history metric, else the run config, else the run summary."""
+
+    N: Optional[str] = "N"
+    D: Optional[str] = "D"
+    C: Optional[str] = None
+    loss: Optional[str] = "loss"
 
 
-LOADERS = ("misfitting", "warmstarting", "porian")
+@dataclass
+class ScalingTableSettings(Settings):
+    """Every option of the recipe; see conf/recipe/scaling_table.yaml."""
+
+    columns: ScalingColumns = field(default_factory=ScalingColumns)
+    tokens_per_step: Any = None
+    flops_per_token: Any = None
+    best_over: Any = field(default_factory=list)
+    keep_columns: Any = field(default_factory=list)
+    loader: Optional[Loader] = None
+    path: Optional[str] = None
+    allow_pickle: bool = False
+    loader_options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("tokens_per_step", "flops_per_token"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (type(None), str, int, float)):
+                raise fail(WHO, key, value, "a number or the config key that holds it")
+        self.best_over = as_list(self.best_over, WHO, "best_over")
+        self.keep_columns = as_list(self.keep_columns, WHO, "keep_columns")
+        if self.loader is not None and not self.path:
+            raise fail(WHO, "path", self.path, f"the file that loader={self.loader} reads")
 
 
-def _loader(params: Mapping[str, Any]) -> str | None:
-    """The configured loader (None: read the tracker), checked."""
-    name = params.get("loader")
-    if name in (None, ""):
-        return None
-    if str(name) not in LOADERS:
-        raise UserError(f"{WHO}: unknown recipe.loader '{name}'; expected one of {', '.join(LOADERS)} or null")
-    if not params.get("path"):
-        raise UserError(f"{WHO}: recipe.loader={name} needs recipe.path=<file>")
-    return str(name)
-
-
-def needs_tracker(params: Mapping[str, Any]) -> bool:
+def needs_tracker(params: Any) -> bool:
     """False when a loader reads the data itself (the tracker is then not read at all)."""
-    return _loader(params) is None
+    return as_settings(ScalingTableSettings, params, who=WHO).loader is None
 
 
-def metric_keys(params: Mapping[str, Any]) -> list[str]:
+def metric_keys(params: Any) -> list[str]:
     """History keys to read: the loss, and D and C when they are named logged columns (none with a loader)."""
-    if _loader(params):
+    s = as_settings(ScalingTableSettings, params, who=WHO)
+    if s.loader is not None:
         return []
-    cols = _columns(params)
-    keys = [cols["loss"]]
-    if cols["D"] and params.get("tokens_per_step") is None:
-        keys.append(cols["D"])
-    if cols["C"]:
-        keys.append(cols["C"])
+    cols = s.columns
+    keys = [cols.loss, cols.D if s.tokens_per_step is None else None, cols.C]
     return [k for k in keys if k]
 
 
@@ -124,7 +133,7 @@ def _required(frame: pd.DataFrame, name: str | None, key: str, hint: str) -> pd.
     return _numeric(series)
 
 
-def table_from_frame(frame: pd.DataFrame, params: Mapping[str, Any], warn: Callable[[str], None],
+def table_from_frame(frame: pd.DataFrame, s: ScalingTableSettings, warn: Callable[[str], None],
                      *, from_history: bool = False, keep_run_columns: bool = True,
                      default_c: str | None = None) -> pd.DataFrame:
     """The scaling table of a flat frame (a CSV read with pandas, or a RunSet's history joined with its runs).
@@ -132,14 +141,12 @@ def table_from_frame(frame: pd.DataFrame, params: Mapping[str, Any], warn: Calla
     ``default_c``: a column of the frame used for C when neither ``columns.C`` nor ``flops_per_token`` is set
     (a loader's C); ``keep_run_columns``: carry ``run_id`` and ``step`` over (not for one-point-per-row tables).
     """
-    cols = _columns(params)
-    keep = _as_list(params.get("keep_columns"))
-    best_over = _as_list(params.get("best_over"))
+    cols, keep, best_over = s.columns, s.keep_columns, s.best_over
     out = pd.DataFrame(index=frame.index)
-    out["loss"] = _required(frame, cols["loss"], "loss", "=<loss column>")
-    out["N"] = _required(frame, cols["N"], "N", "=<config key with the parameter count>")
-    tokens_per_step = _number(frame, params.get("tokens_per_step"), "tokens_per_step")
-    d_series = lookup_column(frame, cols["D"]) if cols["D"] else None
+    out["loss"] = _required(frame, cols.loss, "loss", "=<loss column>")
+    out["N"] = _required(frame, cols.N, "N", "=<config key with the parameter count>")
+    tokens_per_step = _number(frame, s.tokens_per_step, "tokens_per_step")
+    d_series = lookup_column(frame, cols.D) if cols.D else None
     if d_series is not None and _numeric(d_series).notna().any() and tokens_per_step is None:
         out["D"] = _numeric(d_series)
     elif tokens_per_step is not None:
@@ -147,11 +154,11 @@ def table_from_frame(frame: pd.DataFrame, params: Mapping[str, Any], warn: Calla
             raise UserError(f"{WHO}: recipe.tokens_per_step needs a step column; columns: {_have(frame)}")
         out["D"] = _numeric(frame["step"]) * tokens_per_step
     else:
-        raise UserError(f"{WHO}: no column '{cols['D']}' for D; set recipe.columns.D=<tokens column> or "
+        raise UserError(f"{WHO}: no column '{cols.D}' for D; set recipe.columns.D=<tokens column> or "
                         f"recipe.tokens_per_step=<tokens per step or config key>; columns: {_have(frame)}")
-    flops_per_token = _number(frame, params.get("flops_per_token"), "flops_per_token")
-    if cols["C"]:
-        out["C"] = _required(frame, cols["C"], "C", "=<compute column> or null to derive it")
+    flops_per_token = _number(frame, s.flops_per_token, "flops_per_token")
+    if cols.C:
+        out["C"] = _required(frame, cols.C, "C", "=<compute column> or null to derive it")
     elif flops_per_token is not None:
         out["C"] = out["D"] * flops_per_token
     elif default_c is not None and default_c in frame.columns:
@@ -221,33 +228,41 @@ def _one_point_per_run(history: pd.DataFrame) -> bool:
     return bool(history["run_id"].is_unique and (steps.fillna(0) == 0).all())
 
 
-def load_source(params: Mapping[str, Any]) -> tuple[pd.DataFrame, bool]:
+def load_source(s: ScalingTableSettings) -> tuple[pd.DataFrame, bool]:
     """The frame of ``recipe.loader`` and whether it holds per-run curves (run_id, step)."""
-    name = _loader(params)
-    path = str(params["path"])
-    options = dict(params.get("loader_options") or {})
+    name, path, options = s.loader, str(s.path), dict(s.loader_options)
     try:
         if name == "misfitting":
             return scaling_data.load_misfitting(path, **options), False
         if name == "warmstarting":
             return scaling_data.load_warmstarting(path, **options), False
-        options.setdefault("allow_pickle", bool(params.get("allow_pickle", False)))
+        options.setdefault("allow_pickle", s.allow_pickle)
         return scaling_data.load_porian(path, **options), True
     except TypeError as exc:  # an unknown loader option
         raise UserError(f"{WHO}: recipe.loader_options for {name}: {exc}") from None
 
 
-def build(runset: RunSet, params: dict[str, Any], warn: Callable[[str], None]) -> pd.DataFrame:
+def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFrame:
     """The scaling table of a RunSet (tracker histories or a flat file read by tracker=local), or of the file
-    ``recipe.path`` read by ``recipe.loader`` (the RunSet is then ignored)."""
-    if _loader(params):
-        frame, curves = load_source(params)
-        table = table_from_frame(frame, params, warn, keep_run_columns=curves, default_c="C")
+    ``recipe.path`` read by ``recipe.loader`` (the RunSet is then ignored); ``params``: a mapping or the settings."""
+    s = as_settings(ScalingTableSettings, params, who=WHO)
+    if s.loader is not None:
+        frame, curves = load_source(s)
+        table = table_from_frame(frame, s, warn, keep_run_columns=curves, default_c="C")
     else:
         if not len(runset.history):
-            raise UserError(f"{WHO}: the tracker returned no history rows (check tracker.path and tracker.select)")
+            raise UserError(f"{WHO}: the tracker returned no history rows (check tracker.path and select)")
         points = _one_point_per_run(runset.history)  # a flat table: a row without a loss is a bad row, not a gap
-        table = table_from_frame(joined_history(runset), params, warn, from_history=not points, keep_run_columns=not points)
+        table = table_from_frame(joined_history(runset), s, warn, from_history=not points, keep_run_columns=not points)
     if not len(table):
         raise UserError(f"{WHO}: no rows with positive finite N, D, C and loss are left")
     return table
+
+
+class ScalingTable(TableRecipe):
+    """The scaling_table recipe (``_target_: toolkit.recipes.scaling_table.ScalingTable``)."""
+
+    settings_type = ScalingTableSettings
+    metric_keys = staticmethod(metric_keys)
+    needs_tracker = staticmethod(needs_tracker)
+    make_table = staticmethod(build)

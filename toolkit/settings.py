@@ -1,0 +1,265 @@
+"""Typed settings: one dataclass per part, the single source of its defaults and types.
+
+Each part (tracker, recipe, analysis) declares a dataclass of its settings (``settings_type``). ``register_schemas``
+puts every part named by a ``_target_`` under ``conf/`` into Hydra's ConfigStore as ``schema/<group>/<name>``, and
+each yaml file takes it as its schema (``defaults: [/schema/<group>/<name>@_here_, _self_]``), so a typo'd key, a
+wrong type or an unknown choice fails when the config is composed. ``as_settings`` applies the same checks to plain
+mappings (notebooks, tests); value checks that types cannot express (ranges, parsing) run in ``__post_init__``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+from toolkit.errors import UserError
+from toolkit.runset import Selection
+
+T = TypeVar("T")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("tracker", "recipe", "analysis")
+SCHEMA_GROUP = "schema"
+
+
+class Choice(str, enum.Enum):
+    """A string option with a fixed set of values (checked at compose time); compares equal to its value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+@dataclass
+class Settings:
+    """Base of every part's settings: ``_target_`` names the code behind the config (set by the yaml file)."""
+
+    _target_: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly settings (for summary.json), without ``_target_``."""
+        out = _plain(dataclasses.asdict(self))
+        out.pop("_target_", None)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def fail(who: str, key: str, value: Any, expected: str) -> UserError:
+    """The one-line error of a bad setting: who, the key, the value given and what is allowed."""
+    return UserError(f"{who}: {key}={value!r}; expected {expected}")
+
+
+def one_line(exc: BaseException) -> str:
+    """An OmegaConf/Hydra error as one line: its message, the cause's, and the key it concerns."""
+    parts: list[str] = []
+    chain: list[BaseException] = [exc]
+    if exc.__cause__ is not None:
+        chain.append(exc.__cause__)
+    for cur in chain:
+        if isinstance(cur, UserError):
+            return str(cur)
+        for line in str(cur).splitlines():
+            line = line.strip()
+            if not line or "$VALUE" in line or line.startswith(
+                    ("object_type=", "reference_type=", "See https://", "Set the environment")):
+                continue
+            if line.startswith("full_key:"):
+                line = f"(key {line.split(':', 1)[1].strip()})"
+            if line not in parts:
+                parts.append(line)
+    text = re.sub(r"\s+", " ", " ".join(parts) or type(exc).__name__)
+    return text.replace("Error merging override", "bad override")[:600]
+
+
+def as_settings(cls: type[T], given: Any = None, who: str | None = None, **overrides: Any) -> T:
+    """Settings of type ``cls`` from None, a mapping, a DictConfig or an instance, checked like a composed config."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(given, cls) and not overrides:
+        return given
+    try:
+        base = OmegaConf.structured(cls)
+        parts: list[Any] = [base]
+        if isinstance(given, cls):
+            parts.append(OmegaConf.structured(given))
+        elif isinstance(given, (Mapping, DictConfig)):
+            parts.append(given)
+        elif given is not None:
+            raise UserError(f"{who or _who(cls)}: settings should be a mapping, got {type(given).__name__}")
+        if overrides:
+            parts.append(overrides)
+        merged = OmegaConf.merge(*parts)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise UserError(f"{who or _who(cls)}: {one_line(exc)}") from None
+
+
+def unknown_keys(node: Any, cls: type, prefix: str = "") -> list[str]:
+    """Keys of a config node that its dataclass does not have (added with Hydra's ``+key=``), nested ones too."""
+    from omegaconf import DictConfig
+
+    if not isinstance(node, (DictConfig, Mapping)) or not dataclasses.is_dataclass(cls):
+        return []
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    found = []
+    for key in node.keys():
+        if key not in fields:
+            found.append(f"{prefix}{key}")
+            continue
+        sub = hints.get(key)
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            found += unknown_keys(node.get(key), sub, f"{prefix}{key}.")
+    return found
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not evaluate: no nested check
+        return {}
+
+
+def check_known_keys(node: Any, cls: type, who: str) -> None:
+    """A one-line UserError when ``node`` holds keys ``cls`` does not have."""
+    extra = unknown_keys(node, cls)
+    if extra:
+        names = ", ".join(f.name for f in dataclasses.fields(cls) if not f.name.startswith("_"))
+        raise UserError(f"{who}: unknown key(s) {', '.join(extra)}; {cls.__name__} has: {names}")
+
+
+def settings_of(node: Any, cls: type[T], who: str | None = None) -> T:
+    """The settings object of a composed config node (a typed DictConfig), checked; ``cls`` when untyped."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_known_keys(node, cls, who or _who(cls))
+    if isinstance(node, DictConfig) and OmegaConf.get_type(node) is cls:
+        try:
+            return OmegaConf.to_object(node)  # type: ignore[return-value]
+        except OmegaConfBaseException as exc:
+            raise UserError(f"{who or _who(cls)}: {one_line(exc)}") from None
+    return as_settings(cls, node, who=who)
+
+
+def _who(cls: type) -> str:
+    return cls.__name__
+
+
+# --------------------------------------------------------------------------------------------- registration
+
+
+def part_targets(conf_dir: str | Path) -> dict[tuple[str, str], str]:
+    """``{(group, name): _target_}`` of every tracker, recipe and analysis config file under ``conf_dir``."""
+    import yaml
+
+    found: dict[tuple[str, str], str] = {}
+    for group in GROUPS:
+        for path in sorted((Path(conf_dir) / group).glob("*.yaml")):
+            data = yaml.safe_load(path.read_text()) or {}
+            target = data.get("_target_") if isinstance(data, dict) else None
+            if target:
+                found[(group, path.stem)] = str(target)
+    return found
+
+
+def locate(target: str, what: str) -> Any:
+    """The class or function a ``_target_`` names (Hydra's locator), or a one-line error naming it."""
+    from hydra.utils import get_object
+
+    try:
+        return get_object(target)
+    except ImportError as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, ModuleNotFoundError) and cause.name and not target.startswith(cause.name):
+            from toolkit.errors import missing_extra
+
+            raise missing_extra(cause.name, what) from None
+        raise UserError(f"{what}: _target_ '{target}' cannot be imported: {one_line(cause)}") from None
+
+
+TOKEN_ENV = "SWEEPKIT_RUN_TOKEN"
+
+
+def run_token() -> str:
+    """A short random token, the same for a process and the processes it starts (Hydra's launchers)."""
+    import os
+    import secrets
+
+    return os.environ.setdefault(TOKEN_ENV, secrets.token_hex(3))
+
+
+def register_resolvers() -> None:
+    """The config's own resolvers (``${run_token:}``)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("run_token"):
+        OmegaConf.register_new_resolver("run_token", run_token)
+
+
+def register_schemas(*conf_dirs: str | Path) -> dict[tuple[str, str], type]:
+    """Put the settings dataclass of every part under the config folders into Hydra's ConfigStore
+    (``schema/<group>/<name>``); the first folder holding a name wins, as on Hydra's search path."""
+    from hydra.core.config_store import ConfigStore
+
+    register_resolvers()
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunSettings)
+    schemas: dict[tuple[str, str], type] = {}
+    targets: dict[tuple[str, str], str] = {}
+    for conf_dir in conf_dirs:
+        for key, target in part_targets(conf_dir).items():
+            targets.setdefault(key, target)
+    for (group, name), target in targets.items():
+        try:
+            part = locate(target, f"{group} {name}")
+        except UserError:
+            continue  # a part whose extra is missing: composing it fails with the import error, others still work
+        settings_type = getattr(part, "settings_type", None)
+        if settings_type is None or not dataclasses.is_dataclass(settings_type):
+            continue  # the conformance test names such a part
+        store.store(group=f"{SCHEMA_GROUP}/{group}", name=name, node=settings_type)
+        schemas[(group, name)] = settings_type
+    return schemas
+
+
+# --------------------------------------------------------------------------------------------- shared nodes
+
+
+@dataclass
+class CacheSettings:
+    """The history cache of the remote trackers."""
+
+    enabled: bool = True
+    dir: str = ".cache/sweepkit"
+    refresh: bool = False
+
+
+@dataclass
+class RunSettings:
+    """The top level of the composed config (the parts' nodes are typed by their own schemas)."""
+
+    title: str = "Sweep analysis"
+    progress: bool = True
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    select: Selection = field(default_factory=Selection)
+    tracker: Any = None
+    recipe: Any = None
+    analysis: Any = field(default_factory=dict)
