@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> None:
     status = pipeline.run(cfg, run_dir)
     error = pipeline.error_line(status, run_dir)
     if multirun:  # the gather callback reports failed jobs; exiting here would stop Hydra before it runs
-        write_job_record(run_dir, list(hydra_cfg.overrides.task), error)
+        write_job_record(run_dir, list(hydra_cfg.overrides.task), error, pipeline.exit_code(status))
     if error:
         log.error(scrub(error))
         print(f"error: {scrub(error)}", file=sys.stderr)

@@ -9,7 +9,11 @@
     is ``summary.<col>``). ``read_history`` serves any numeric column, constant or not. When a file has both
     an id column (``run_id``/``id``/``ID``) and a name column (``run_name``/``name``/``Name``), runs are keyed by
     the id and named by the name; otherwise ``run_id`` and ``name`` are both the run column's value.
-    Repeated (run, step) rows are merged (last non-null value per column).
+    Repeated (run, step) rows (a run exported twice, overlapping exports in a folder): exact copies are dropped
+    (counted in a warning), rows that fill different columns are merged; rows that give a column two values are a
+    ``UserError`` naming both files, data rows and values, or, with ``on_conflict`` first/last/mean, merged (in file
+    order) with a warning that counts them. A metric column holding numbers and some text reads the text as
+    missing, with a warning naming file, data row, run and value.
 (b) **folder of such files**, one per run or several runs per file, CSV and parquet mixed. In a folder, a file
     with a step column but no run column is one run named after the file's stem.
 (c) **W&B web-UI export** (CSV, one row per run: ``Name`` plus meta columns ``Created``, ``State``, ``Tags``,
@@ -26,22 +30,29 @@
                         artifacts/     copies of logged files
 
     ``metrics.jsonl`` is flushed on every call, so a killed run leaves a readable prefix: a truncated last line
-    is skipped, a run without ``summary.json`` gets its summary from the metrics, and the state stays what
-    ``meta.json`` says (``running``: a dead process cannot be told apart from a live one).
+    is skipped (with a warning), a run without ``summary.json`` gets its summary from the metrics, and the state
+    stays what ``meta.json`` says (``running``: a dead process cannot be told apart from a live one). What is lost
+    is said in a warning naming the file: a run folder without ``metrics.jsonl``, a line in the middle that is not
+    a JSON object with a whole-number step (skipped, with its line number; the other lines are read), a value that
+    is not a number (read as missing, with line, key and value). A step logged again (a run resumed from a
+    checkpoint) keeps its newest value, with a warning.
 (e) **flat table**: a file with neither a run nor a step column that is not a W&B export (e.g. a published
     scaling-law table ``loss, N, D, C, model, peak_lr, ...``). Each row is one run ``row-<i>`` (``<stem>:row-<i>``
     inside a folder), state ``finished``, every column in ``config.<col>`` and the numeric columns in the history
     at step 0. The ``scaling_table`` recipe relies on this shape.
 
 Reading is vectorised (no Python loop over rows or runs for (a)-(c), (e)); a loaded file is kept until its size
-or modification time changes.
+or modification time changes. ``path`` must be a regular file or a folder (a FIFO or a device is a ``UserError``:
+reading one could block forever); inside a folder such entries are skipped with a warning.
 """
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -57,7 +68,7 @@ from toolkit.errors import UserError
 from toolkit.outputs import atomic_write_text, to_jsonable
 from toolkit.protocol import TrackerBase
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
-from toolkit.settings import Settings
+from toolkit.settings import Choice, Settings
 
 FORMAT = "sweepkit-local/1"
 META, CONFIG, METRICS, SUMMARY, ARTIFACTS = "meta.json", "config.json", "metrics.jsonl", "summary.json", "artifacts"
@@ -66,7 +77,9 @@ ID_COLUMNS = ("run_id", "id", "ID")
 NAME_COLUMNS = ("run_name", "name", "Name")
 WANDB_META = ("Created", "Runtime", "Notes", "State", "Updated", "Tags", "Sweep", "User", "ID", "Group", "Job Type",
               "Hostname", "Commit", "GitHub", "Description")
-_RUN, _STEP = "\x00run", "\x00step"  # internal column names that cannot clash with a file's
+_RUN, _STEP, _NAME = "\x00run", "\x00step", "\x00name"  # internal column names that cannot clash with a file's
+_SRC, _ROW = "\x00src", "\x00row"  # which file (index into the sources) and data row (1-based) a row came from
+_INTERNAL = (_RUN, _STEP, _NAME, _SRC, _ROW)
 
 
 def bundled_example() -> Path:
@@ -78,6 +91,32 @@ def bundled_example() -> Path:
 
 def _is_table(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(TABLE_SUFFIXES)
+
+
+def _kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is (for messages)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else "missing"
+    except OSError as exc:
+        return f"unreadable ({type(exc).__name__})"
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _odd_entries(folder: Path) -> list[str]:
+    """Warnings for the entries of a folder that are neither regular files nor folders (FIFOs, sockets, devices,
+    broken links): they are skipped, as opening one for reading could block forever."""
+    out = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.is_dir() or entry.is_file():
+            continue
+        out.append(f"tracker.path: skipped {entry}: {_kind(entry)}, not a regular file")
+    return out
 
 
 def _utc_now() -> str:
@@ -228,12 +267,13 @@ class _Wide:
     numeric: list[str]  # value columns served when keys is None
 
 
-def _wide_piece(path: Path, frame: pd.DataFrame, run_col: str | None, step_col: str) -> pd.DataFrame:
-    """Rename a wide file's run and step columns to the internal names (run = file stem when absent)."""
+def _wide_piece(path: Path, frame: pd.DataFrame, run_col: str | None, step_col: str, source: int = 0) -> pd.DataFrame:
+    """Rename a wide file's run and step columns to the internal names (run = file stem when absent) and tag each
+    row with its file (``source``) and data row."""
     id_col, name_col = _first_present(frame.columns, ID_COLUMNS), _first_present(frame.columns, NAME_COLUMNS)
     out = frame.rename(columns={step_col: _STEP})
     if id_col and name_col:
-        out = out.rename(columns={id_col: _RUN, name_col: "\x00name"})
+        out = out.rename(columns={id_col: _RUN, name_col: _NAME})
     elif run_col is not None:
         out = out.rename(columns={run_col: _RUN})
     else:
@@ -246,31 +286,48 @@ def _wide_piece(path: Path, frame: pd.DataFrame, run_col: str | None, step_col: 
         raise UserError(f"{path}: step column '{step_col}' has {frame[step_col].iloc[i]!r} in data row {i + 1}; "
                         f"expected whole numbers")
     out[_STEP] = steps.to_numpy(dtype=float).astype(np.int64)
+    out[_SRC] = np.full(len(out), source, dtype=np.int64)
+    out[_ROW] = np.arange(1, len(out) + 1, dtype=np.int64)
     return out
 
 
-def _build_wide(frame: pd.DataFrame) -> _Wide:
-    """Runs table and sorted history arrays of concatenated wide pieces (vectorised)."""
+def _show(value: Any) -> str:
+    """A value as written in a message (numpy scalars as plain Python ones)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _build_wide(frame: pd.DataFrame, sources: Sequence[Path] = (), on_conflict: str = "error",
+                warnings: list[str] | None = None) -> _Wide:
+    """Runs table and sorted history arrays of concatenated wide pieces (vectorised).
+
+    Repeated (run, step) rows: exact copies are dropped (counted in a warning); rows that fill different columns
+    (an eval row logged apart) are merged; rows that disagree on a value are an error, or merged by ``on_conflict``
+    (first, last, mean) with a warning. A metric column holding numbers and text is read as numbers, the text as
+    missing, with a warning naming where.
+    """
+    warnings = warnings if warnings is not None else []
     raw_codes, uniques = pd.factorize(frame[_RUN], use_na_sentinel=False)
     ids = pd.Index(uniques).astype(str)
     codes2, ids2 = pd.factorize(ids)  # 1 and "1" are one run
     codes = codes2[raw_codes].astype(np.int64)
     run_ids = np.asarray(ids2, dtype=object)
     steps = frame[_STEP].to_numpy(dtype=np.int64)
-    value_cols = [c for c in frame.columns if c not in (_RUN, _STEP, "\x00name")]
+    n_rows = len(frame)
+    src = frame[_SRC].to_numpy(dtype=np.int64) if _SRC in frame.columns else np.zeros(n_rows, dtype=np.int64)
+    row = frame[_ROW].to_numpy(dtype=np.int64) if _ROW in frame.columns else np.arange(1, n_rows + 1, dtype=np.int64)
+    value_cols = [c for c in frame.columns if c not in _INTERNAL]
     values = frame[value_cols].reset_index(drop=True)
     if len(codes) > 1 and not _is_sorted(codes, steps):
-        order = np.lexsort((steps, codes))
-        codes, steps = codes[order], steps[order]
+        order = np.lexsort((steps, codes))  # stable: repeated rows keep file order, then row order
+        codes, steps, src, row = codes[order], steps[order], src[order], row[order]
         values = values.take(order).reset_index(drop=True)
+    where = _Where(run_ids, sources)
+    values = _numbers_among_text(values, codes, steps, src, row, where, warnings)
     if len(codes) > 1 and ((codes[1:] == codes[:-1]) & (steps[1:] == steps[:-1])).any():
-        grouped = values.groupby([codes, steps], sort=True).last()  # merge repeated (run, step) rows
-        codes = grouped.index.get_level_values(0).to_numpy(dtype=np.int64)
-        steps = grouped.index.get_level_values(1).to_numpy(dtype=np.int64)
-        values = grouped.reset_index(drop=True)
+        codes, steps, values = _merge_repeats(values, codes, steps, src, row, where, on_conflict, warnings)
     names = run_ids
-    if "\x00name" in frame.columns:
-        names = frame["\x00name"].groupby(raw_codes).first().astype(str).to_numpy(dtype=object)
+    if _NAME in frame.columns:
+        names = frame[_NAME].groupby(raw_codes).first().astype(str).to_numpy(dtype=object)
         names = pd.Series(names).groupby(codes2).first().to_numpy(dtype=object)
         names = np.where(pd.isna(names) | (names == "nan"), run_ids, names)
     n = len(run_ids)
@@ -287,6 +344,107 @@ def _build_wide(frame: pd.DataFrame) -> _Wide:
     base = {"run_id": run_ids, "name": names, "state": np.full(n, "finished", dtype=object),
             "created_at": _nat(n), "tags": np.full(n, "", dtype=object)}
     return _Wide(_runs_frame(base, config, summary), codes, steps, values, numeric)
+
+
+@dataclass
+class _Where:
+    """Names a row of the concatenated wide files in messages: run, step, file, data row."""
+
+    run_ids: np.ndarray
+    sources: Sequence[Path]
+
+    def file(self, src: int) -> str:
+        return self.sources[src].name if 0 <= src < len(self.sources) else "the file"
+
+    def cell(self, code: int, step: int, src: int, row: int) -> str:
+        return f"run '{self.run_ids[code]}' step {step} ({self.file(src)}, data row {row})"
+
+
+def _numbers_among_text(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarray, src: np.ndarray,
+                        row: np.ndarray, where: _Where, warnings: list[str]) -> pd.DataFrame:
+    """Text columns that vary within runs and hold numbers as well (a metric with a stray string): numbers, the
+    rest missing, with one warning per column. Text constant within runs (config such as 'adam') is left alone."""
+    same_run = codes[1:] == codes[:-1]
+    for col in values.columns:
+        series = values[col]
+        if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+            continue
+        if _constant_within_runs(series, same_run):
+            continue
+        coerced = series.map(coerce_number)
+        is_number = coerced.map(lambda v: isinstance(v, (int, float, np.integer, np.floating))
+                                and not isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        bad = ~is_number & coerced.notna().to_numpy(dtype=bool)
+        if not is_number.any() or not bad.any():
+            continue
+        i = int(np.flatnonzero(bad)[0])
+        files = sorted({where.file(int(s)) for s in src[bad]})
+        warnings.append(f"{', '.join(files)}: column '{col}' holds numbers and {int(bad.sum())} value(s) that are "
+                        f"not, read as missing, e.g. {_show(series.iloc[i])} at "
+                        f"{where.cell(int(codes[i]), int(steps[i]), int(src[i]), int(row[i]))}; expected numbers")
+        values[col] = pd.to_numeric(coerced.where(is_number, None), errors="coerce").astype(float)
+    return values
+
+
+def _merge_repeats(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarray, src: np.ndarray, row: np.ndarray,
+                   where: _Where, on_conflict: str, warnings: list[str]) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """One row per (run, step) of rows sorted by (run, step) (see ``_build_wide``); only repeated rows are grouped."""
+    repeat = (codes[1:] == codes[:-1]) & (steps[1:] == steps[:-1])
+    in_group = np.zeros(len(codes), dtype=bool)
+    in_group[1:] |= repeat
+    in_group[:-1] |= repeat
+    idx = np.flatnonzero(in_group)
+    starts = np.ones(len(idx), dtype=bool)
+    starts[1:] = ~((codes[idx][1:] == codes[idx][:-1]) & (steps[idx][1:] == steps[idx][:-1]))
+    gid = np.cumsum(starts) - 1
+    sub = values.iloc[idx].reset_index(drop=True)
+    same = sub.assign(**{_RUN: gid}).duplicated(keep="first").to_numpy()  # a copy of an earlier row of its group
+    if same.any():
+        first = idx[int(np.flatnonzero(same)[0])]
+        files = sorted({where.file(int(s)) for s in src[idx[same]]})
+        warnings.append(f"{', '.join(files)}: {int(same.sum())} identical duplicate row(s) dropped (the same run, "
+                        f"step and values as an earlier row), e.g. "
+                        f"{where.cell(int(codes[first]), int(steps[first]), int(src[first]), int(row[first]))}")
+        idx, gid, sub = idx[~same], gid[~same], sub[~same].reset_index(drop=True)
+    distinct = sub.groupby(gid, sort=True).nunique(dropna=True)
+    clash = distinct.to_numpy() > 1
+    if clash.any():
+        g, c = (int(x[0]) for x in np.nonzero(clash))
+        col = distinct.columns[c]
+        rows = np.flatnonzero(gid == distinct.index[g])
+        column = sub[col].iloc[rows]
+        a = int(rows[0]) if pd.notna(column.iloc[0]) else int(rows[np.flatnonzero(column.notna().to_numpy())[0]])
+        b = int(rows[np.flatnonzero((column.notna() & (column != sub[col].iloc[a])).to_numpy())[0]])
+        ia, ib = idx[a], idx[b]
+        example = (f"run '{where.run_ids[codes[ia]]}' step {int(steps[ia])} '{col}': {_show(sub[col].iloc[a])} "
+                   f"({where.file(int(src[ia]))}, data row {int(row[ia])}) vs {_show(sub[col].iloc[b])} "
+                   f"({where.file(int(src[ib]))}, data row {int(row[ib])})")
+        n_rows, n_cells = int(clash.any(axis=1).sum()), int(clash.sum())
+        if on_conflict == "error":
+            raise UserError(f"tracker.path: {n_rows} (run, step) row(s) appear more than once with different values, "
+                            f"e.g. {example}; expected one value per run, step and column (tracker.on_conflict="
+                            f"first|last|mean merges them)")
+        kept = {"first": "the first", "last": "the last", "mean": "the mean"}[on_conflict]
+        warnings.append(f"tracker.on_conflict={on_conflict}: {n_cells} value(s) in {n_rows} repeated (run, step) "
+                        f"row(s) disagree; kept {kept} (in file order), e.g. {example}")
+    grouped = sub.groupby(gid, sort=True)
+    if on_conflict == "first":
+        merged = grouped.first()
+    elif on_conflict == "mean":
+        merged = grouped.last()
+        numeric = [c for c in sub.columns if pd.api.types.is_numeric_dtype(sub[c].dtype)
+                   and not pd.api.types.is_bool_dtype(sub[c].dtype)]
+        if numeric:
+            merged[numeric] = grouped[numeric].mean()
+    else:  # last; and error, where no value disagrees (first and last are then the same)
+        merged = grouped.last()
+    heads = idx[np.r_[True, gid[1:] != gid[:-1]]] if len(idx) else idx
+    keep = ~in_group
+    codes = np.concatenate([codes[keep], codes[heads]])
+    steps = np.concatenate([steps[keep], steps[heads]])
+    values = pd.concat([values[keep], merged.reset_index(drop=True)], ignore_index=True)
+    order = np.lexsort((steps, codes))
+    return codes[order], steps[order], values.take(order).reset_index(drop=True)
 
 
 def _constant_within_runs(col: pd.Series, same_run: np.ndarray) -> bool:
@@ -316,8 +474,11 @@ def _read_json(path: Path) -> Any:
 
 
 def _metrics_bytes(path: Path) -> tuple[bytes, bool]:
-    """The complete lines of a metrics.jsonl; True when a truncated last line was cut off."""
+    """The complete lines of a metrics.jsonl; True when a truncated last line was cut off. A missing file, or one
+    that is not a regular file (a FIFO would block the read forever), reads as empty (the listing warns)."""
     try:
+        if not path.is_file():
+            return b"", False
         data = path.read_bytes()
     except FileNotFoundError:
         return b"", False
@@ -326,6 +487,7 @@ def _metrics_bytes(path: Path) -> tuple[bytes, bool]:
 
 
 WIDE_LINE_KEYS = 256  # lines with more keys than this parse faster with json than with pyarrow's column inference
+SHOWN = 3  # line numbers named in a warning
 
 
 def _keys_in_first_line(data: bytes) -> int:
@@ -333,34 +495,119 @@ def _keys_in_first_line(data: bytes) -> int:
     return data[: end if end >= 0 else len(data)].count(b'":')
 
 
-def _parse_lines(data: bytes, keys: Sequence[str] | None) -> pd.DataFrame:
-    """JSON lines parsed one by one (torn lines skipped), one 2-D array per key set; only ``keys`` kept when given."""
+def _is_step(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
+
+
+def _as_number(value: Any) -> tuple[float, bool]:
+    """A metric value as a float and whether it was one (None is missing; numeric strings count, as in CSVs)."""
+    if value is None:
+        return math.nan, True
+    if isinstance(value, (int, float)):  # bools too, as 1.0 / 0.0
+        return float(value), True
+    if isinstance(value, str):
+        number = coerce_number(value)
+        if number is None:
+            return math.nan, True
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            return float(number), True
+    return math.nan, False
+
+
+def _lines(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:SHOWN]))
+    return f"line {shown}" if len(numbers) == 1 else f"lines {shown}" + (", ..." if len(numbers) > SHOWN else "")
+
+
+def _parse_lines(data: bytes, keys: Sequence[str] | None, path: Path | str = METRICS,
+                 warn: list[str] | None = None) -> pd.DataFrame:
+    """JSON lines parsed one by one, one 2-D array per key set; only ``keys`` kept when given.
+
+    Blank lines are skipped. A line that is not a JSON object with a whole-number ``step`` is skipped and, like a
+    value that is not a number (read as missing), named in a warning (``warn``) with its line number.
+    """
     by_schema: dict[tuple[str, ...], tuple[list[int], list[list[Any]]]] = {}
-    for i, line in enumerate(data.splitlines()):
+    bad: list[int] = []
+    first_bad = b""
+    objects = 0
+    for i, line in enumerate(data.split(b"\n")):
+        if not line.strip():
+            continue
         try:
             obj = json.loads(line)
         except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            objects += 1
+        if not isinstance(obj, dict) or not _is_step(obj.get("step")):
+            if not bad:
+                first_bad = line
+            bad.append(i + 1)
             continue
-        if isinstance(obj, dict) and "step" in obj:
-            lines, values = by_schema.setdefault(tuple(obj), ([], []))
-            lines.append(i)
-            values.append(list(obj.values()))
+        lines, values = by_schema.setdefault(tuple(obj), ([], []))
+        lines.append(i)
+        values.append(list(obj.values()))
+    if objects and not by_schema:
+        raise UserError(f"{path}: lines have no 'step' field; expected {{\"step\": <int>, <metric>: <number>, ...}}")
+    if bad and warn is not None:
+        text = first_bad.decode("utf-8", "replace").strip()
+        text = text if len(text) <= 60 else text[:57] + "..."
+        warn.append(f"{path}: {_lines(bad)} {'is' if len(bad) == 1 else 'are'} not a JSON object with a whole-number "
+                    f"'step' (e.g. {text!r}); skipped, the other lines are read")
     if not by_schema:
         return pd.DataFrame({"step": np.zeros(0, dtype=np.int64)})
     wanted = None if keys is None else {"step", *keys}
     frames = []
+    not_numbers: list[tuple[int, str, Any]] = []
     for schema, (lines, values) in by_schema.items():
+        columns = [c for c in schema if wanted is None or c in wanted]
         try:
-            frame = pd.DataFrame(np.array(values, dtype=float), columns=list(schema), index=lines)
-        except (TypeError, ValueError):  # strings or nulls among the values
-            frame = pd.DataFrame(values, columns=list(schema), index=lines)
-        frames.append(frame if wanted is None else frame[[c for c in schema if c in wanted]])
+            frame = pd.DataFrame(np.array(values, dtype=float), columns=list(schema), index=lines)[columns]
+        except (TypeError, ValueError):  # strings, nulls or objects among the values: value by value
+            picks = [j for j, c in enumerate(schema) if c in columns]
+            table = np.empty((len(values), len(picks)), dtype=float)
+            for r, row in enumerate(values):
+                for out, j in enumerate(picks):
+                    if schema[j] == "step":
+                        table[r, out] = float(row[j])
+                        continue
+                    table[r, out], ok = _as_number(row[j])
+                    if not ok:
+                        not_numbers.append((lines[r] + 1, schema[j], row[j]))
+            frame = pd.DataFrame(table, columns=[schema[j] for j in picks], index=lines)
+        frames.append(frame)
+    if not_numbers and warn is not None:
+        not_numbers.sort(key=lambda t: t[0])
+        line, key, value = not_numbers[0]
+        shown = value if not isinstance(value, str) or len(value) <= 40 else value[:37] + "..."
+        warn.append(f"{path}: {len(not_numbers)} value(s) are not numbers, read as missing, e.g. line {line} "
+                    f"'{key}' = {shown!r}; expected numbers")
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, sort=False).sort_index(kind="stable")
     return frame.reset_index(drop=True)
 
 
-def _parse_metrics(data: bytes, path: Path | str, keys: Sequence[str] | None = None) -> pd.DataFrame:
-    """JSON lines as a frame (pyarrow for narrow lines, json for wide or odd ones), rows without a step dropped."""
+def _clean_frame(frame: pd.DataFrame, keys: Sequence[str] | None) -> bool:
+    """Whether a frame pyarrow parsed needs no second look: whole-number steps on every line, numbers (or bools)
+    in every column read. Anything else is parsed again line by line, to name the lines."""
+    step = frame.get("step")
+    if step is None or step.isna().any():
+        return False
+    if not pd.api.types.is_integer_dtype(step.dtype):
+        if not pd.api.types.is_float_dtype(step.dtype) or (step % 1 != 0).any():
+            return False
+    cols = [c for c in frame.columns if c != "step" and (keys is None or c in keys)]
+    return all(pd.api.types.is_numeric_dtype(frame[c].dtype) or pd.api.types.is_bool_dtype(frame[c].dtype)
+               for c in cols)
+
+
+def _parse_metrics(data: bytes, path: Path | str, keys: Sequence[str] | None = None,
+                   warn: list[str] | None = None) -> pd.DataFrame:
+    """JSON lines as a frame (pyarrow for narrow lines, json for wide or odd ones); lines that are not JSON objects
+    with a step, and values that are not numbers, are named in ``warn``."""
     if not data.strip():
         return pd.DataFrame({"step": np.zeros(0, dtype=np.int64)})
     frame = None
@@ -371,19 +618,19 @@ def _parse_metrics(data: bytes, path: Path | str, keys: Sequence[str] | None = N
             frame = pj.read_json(io.BytesIO(data)).to_pandas()
         except Exception:  # NaN/Infinity tokens, a torn line in the middle, mixed types: parse line by line
             frame = None
-    if frame is None:
-        frame = _parse_lines(data, keys)
-    if "step" not in frame.columns:
+    if frame is not None and "step" not in frame.columns:
         raise UserError(f"{path}: lines have no 'step' field; expected {{\"step\": <int>, <metric>: <number>, ...}}")
-    frame = frame[frame["step"].notna()].copy()
+    if frame is None or not _clean_frame(frame, keys):
+        frame = _parse_lines(data, keys, path, warn)
+    frame = frame.copy()
     frame["step"] = frame["step"].astype(np.int64)
     return frame
 
 
-def read_metrics_file(path: Path) -> tuple[pd.DataFrame, bool]:
+def read_metrics_file(path: Path, warn: list[str] | None = None) -> tuple[pd.DataFrame, bool]:
     """A run's metrics.jsonl as a frame (step + one column per key); True when a truncated last line was skipped."""
     data, truncated = _metrics_bytes(path)
-    return _parse_metrics(data, path), truncated
+    return _parse_metrics(data, path, warn=warn), truncated
 
 
 _RUN_KEY = "__sweepkit_run__"
@@ -396,7 +643,8 @@ def _read_many_metrics(paths: list[Path], warn: list[str], run_ids: list[str],
     for i, path in enumerate(paths):
         data, truncated = _metrics_bytes(path)
         if truncated:
-            warn.append(f"run '{run_ids[i]}': the last line of {METRICS} was cut short (a killed run?); skipped")
+            warn.append(f"run '{run_ids[i]}': the last line of {path} was cut short (a killed run?); skipped, "
+                        f"the lines before it are read")
         datas.append(data)
     present = [d for d in datas if d.strip()]
     if present and all(d.startswith(b"{") and b"\n{}" not in d and _keys_in_first_line(d) <= WIDE_LINE_KEYS for d in present):
@@ -406,7 +654,7 @@ def _read_many_metrics(paths: list[Path], warn: list[str], run_ids: list[str],
             import pyarrow.json as pj
 
             frame = pj.read_json(io.BytesIO(b"".join(tagged))).to_pandas()
-            if "step" in frame.columns and not frame["step"].isna().any():
+            if _RUN_KEY in frame.columns and not frame[_RUN_KEY].isna().any() and _clean_frame(frame.drop(columns=_RUN_KEY), keys):
                 frame["step"] = frame["step"].astype(np.int64)
                 codes = frame.pop(_RUN_KEY).to_numpy(dtype=np.int64)
                 frame.insert(0, "run_id", _take_strings(np.asarray(run_ids, dtype=object), codes))
@@ -415,7 +663,7 @@ def _read_many_metrics(paths: list[Path], warn: list[str], run_ids: list[str],
             pass
     pieces = []
     for i, (path, data) in enumerate(zip(paths, datas)):
-        frame = _parse_metrics(data, path, keys)
+        frame = _parse_metrics(data, path, keys, warn)
         frame.insert(0, "run_id", run_ids[i])
         pieces.append(frame)
     return pd.concat(pieces, ignore_index=True, sort=False) if pieces else pd.DataFrame(columns=["run_id", "step"])
@@ -445,6 +693,10 @@ def _scan_run_folders(root: Path, warnings: list[str]) -> _Folders:
     rows, dirs = [], {}
     for meta_path in metas:
         run_dir = meta_path.parent
+        if not meta_path.is_file():  # a FIFO would block the read forever
+            warnings.append(f"tracker.path: skipped the run folder {run_dir}: its {META} is {_kind(meta_path)}, "
+                            f"not a regular file")
+            continue
         meta = _read_json(meta_path)
         if not isinstance(meta, dict):
             raise UserError(f"{meta_path}: expected a JSON object with run_id, name, state")
@@ -452,6 +704,11 @@ def _scan_run_folders(root: Path, warnings: list[str]) -> _Folders:
         if run_id in dirs:
             raise UserError(f"{meta_path}: run id '{run_id}' is also used by {dirs[run_id]}; expected unique run ids")
         dirs[run_id] = run_dir
+        metrics = run_dir / METRICS
+        if not metrics.is_file():
+            what = "there is none" if not (metrics.exists() or metrics.is_symlink()) else f"it is {_kind(metrics)}"
+            warnings.append(f"run '{run_id}' ({run_dir}): no readable {METRICS} ({what}); the run is kept without "
+                            f"a history")
         config = _read_json(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else {}
         if (run_dir / SUMMARY).is_file():
             summary = _read_json(run_dir / SUMMARY)
@@ -475,6 +732,15 @@ def _scan_run_folders(root: Path, warnings: list[str]) -> _Folders:
 
 
 # --------------------------------------------------------------------------------------------- the tracker
+class OnConflict(Choice):
+    """What repeated (run, step) rows of wide files that disagree on a value give: an error, or one value."""
+
+    error = "error"
+    first = "first"
+    last = "last"
+    mean = "mean"
+
+
 @dataclass
 class LocalSettings(Settings):
     """tracker=local: what to read and which columns name the run and the step (conf/tracker/local.yaml)."""
@@ -482,6 +748,7 @@ class LocalSettings(Settings):
     path: Optional[str] = None
     run_columns: List[str] = field(default_factory=lambda: ["run_name", "run_id", "name", "Name"])
     step_columns: List[str] = field(default_factory=lambda: ["step", "_step", "Step"])
+    on_conflict: OnConflict = OnConflict.error
 
 
 class LocalTracker(TrackerBase):
@@ -492,11 +759,15 @@ class LocalTracker(TrackerBase):
 
     def __init__(self, path: str | os.PathLike | None = None,
                  run_columns: Sequence[str] = ("run_name", "run_id", "name", "Name"),
-                 step_columns: Sequence[str] = ("step", "_step", "Step")):
+                 step_columns: Sequence[str] = ("step", "_step", "Step"), on_conflict: str = "error"):
         self.path = bundled_example() if path in (None, "") else Path(os.path.expanduser(str(path))).absolute()
         self.run_columns = tuple(str(c) for c in run_columns)
         self.step_columns = tuple(str(c) for c in step_columns)
+        self.on_conflict = str(on_conflict.value if isinstance(on_conflict, OnConflict) else on_conflict)
+        if self.on_conflict not in OnConflict.__members__:
+            raise UserError(f"tracker.on_conflict: '{on_conflict}' is not one of {', '.join(OnConflict.__members__)}")
         self.warnings: list[str] = []
+        self._load_warnings: list[str] = []
         self._signature: tuple | None = None
         self._wide: _Wide | None = None
         self._static: _Static | None = None
@@ -504,12 +775,18 @@ class LocalTracker(TrackerBase):
 
     # ----------------------------------------------------------------------------------------- loading
     def _load(self) -> None:
-        """(Re)read what is at ``path`` (files are kept while their size and mtime are unchanged)."""
+        """(Re)read what is at ``path`` (files are kept while their size and mtime are unchanged); the warnings of
+        the load are given again by every call (``self.warnings``)."""
         path = self.path
         if not path.exists():
+            if path.is_symlink():
+                raise UserError(f"tracker.path: {path} is a broken symbolic link; expected a CSV/parquet file or a folder")
             raise UserError(f"tracker.path: {path} does not exist; expected a CSV/parquet file or a folder")
+        if not path.is_dir() and not path.is_file():  # reading a FIFO (or a device) could block forever
+            raise UserError(f"tracker.path: {path} is {_kind(path)}; expected a regular CSV/parquet file or a folder")
+        odd = _odd_entries(path) if path.is_dir() else []
         if path.is_dir() and (any(path.glob(f"*/{META}")) or (path / META).is_file()):
-            warnings: list[str] = []
+            warnings: list[str] = list(odd)
             self._folders = _scan_run_folders(path, warnings)
             self._wide, self._static, self._signature = None, None, None
             self.warnings = warnings
@@ -519,15 +796,17 @@ class LocalTracker(TrackerBase):
             raise UserError(f"tracker.path: {path} has no run folders (<run>/{META}) and no "
                             f"{', '.join('*' + s for s in TABLE_SUFFIXES)} files")
         signature = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-        if signature == self._signature:
-            return
-        self._folders = None
-        self._load_files(files, in_folder=path.is_dir())
-        self._signature = signature
+        if signature != self._signature:
+            self._folders = None
+            self._signature = None
+            self._load_warnings = self._load_files(files, in_folder=path.is_dir())
+            self._signature = signature
+        self.warnings = odd + list(self._load_warnings)
 
-    def _load_files(self, files: list[Path], in_folder: bool) -> None:
+    def _load_files(self, files: list[Path], in_folder: bool) -> list[str]:
+        """Read the files into ``_wide`` and ``_static``; the warnings of reading them."""
         warnings: list[str] = []
-        wide_pieces, statics = [], []
+        wide_pieces, statics, sources = [], [], []
         for file in files:
             frame = _read_table(file)
             run_col = _first_present(frame.columns, self.run_columns)
@@ -538,7 +817,8 @@ class LocalTracker(TrackerBase):
                 warnings.append(f"{file.name}: a W&B export has one row per run (summary values) and no per-step "
                                 f"history; its numeric columns are read as metrics at step 0")
             elif step_col is not None and (run_col is not None or in_folder):
-                wide_pieces.append(_wide_piece(file, frame, run_col, step_col))
+                wide_pieces.append(_wide_piece(file, frame, run_col, step_col, source=len(sources)))
+                sources.append(file)
             elif run_col is not None or step_col is not None:
                 found = f"run column '{run_col}'" if run_col else f"step column '{step_col}'"
                 looked = (f"step columns ({', '.join(self.step_columns)})" if run_col
@@ -547,8 +827,10 @@ class LocalTracker(TrackerBase):
                                 f"file) or neither (a flat table, one run per row)")
             else:
                 statics.append(_flat_table(frame, prefix=f"{file.stem}:" if in_folder else ""))
-        self._wide = _build_wide(pd.concat(wide_pieces, ignore_index=True, sort=False)
-                                 if len(wide_pieces) > 1 else wide_pieces[0]) if wide_pieces else None
+        self._wide = None
+        if wide_pieces:
+            wide = pd.concat(wide_pieces, ignore_index=True, sort=False) if len(wide_pieces) > 1 else wide_pieces[0]
+            self._wide = _build_wide(wide, sources, self.on_conflict, warnings)
         self._static = None
         if statics:
             self._static = _Static(pd.concat([s.runs for s in statics], ignore_index=True, sort=False),
@@ -558,7 +840,7 @@ class LocalTracker(TrackerBase):
         if len(dup):
             raise UserError(f"tracker.path: {self.path}: run id '{dup.iloc[0]}' appears in more than one kind of file "
                             f"(W&B export, flat table, history); expected each run once")
-        self.warnings = warnings
+        return warnings
 
     # ----------------------------------------------------------------------------------------- protocol
     def list_runs(self, selection: Selection | None = None) -> pd.DataFrame:
@@ -621,6 +903,7 @@ class LocalTracker(TrackerBase):
         cols = cols if keys is None else [k for k in keys if k in present]
         out = out[["run_id", "step", *cols]]
         if len(out) and out[["run_id", "step"]].duplicated().any():  # several log_metrics calls at one step
+            _warn_relogged(out, cols, dirs, self.warnings)
             out = out.groupby(["run_id", "step"], sort=True, as_index=False)[cols].last()
         return out
 
@@ -633,6 +916,27 @@ class LocalTracker(TrackerBase):
         if self.path == bundled_example():
             raise UserError("tracker.path is not set; writing runs needs a folder (tracker.path=runs/)")
         return LocalRunWriter(self.path, name, config, tags)
+
+
+def _warn_relogged(out: pd.DataFrame, cols: list[str], dirs: Mapping[str, Path], warn: list[str]) -> None:
+    """A warning when lines of one run give a key two different values at one step (a run resumed from a
+    checkpoint logs those steps again): metrics.jsonl is append-only, so the newest line wins, as in MLflow and
+    W&B. Several lines at a step with different keys (an eval logged apart) are the normal case and say nothing."""
+    repeated = out[out.duplicated(["run_id", "step"], keep=False)]
+    if not cols or not len(repeated):
+        return
+    distinct = repeated.groupby(["run_id", "step"], sort=True)[cols].nunique(dropna=True)
+    clash = distinct.to_numpy() > 1
+    if not clash.any():
+        return
+    g, c = (int(x[0]) for x in np.nonzero(clash))
+    run_id, step = distinct.index[g]
+    key = cols[c]
+    values = repeated.loc[(repeated["run_id"] == run_id) & (repeated["step"] == step), key].dropna()
+    runs = distinct.index.get_level_values(0)[clash.any(axis=1)].unique()
+    warn.append(f"{len(runs)} run(s) logged {int(clash.sum())} value(s) again at a step they had already logged "
+                f"(resumed from a checkpoint?); the newest line wins, e.g. run '{run_id}' ({dirs[run_id] / METRICS}) "
+                f"step {int(step)} '{key}': {_show(values.iloc[0])} then {_show(values.iloc[-1])}")
 
 
 _STR_DTYPE = pd.Series(["x"]).dtype  # pandas' default string dtype (arrow-backed in pandas 3)

@@ -11,7 +11,19 @@ Histories are read by one of three paths, chosen by ``fast_path`` ("auto" picks 
 
 All paths return the same RunSet. Runs are otherwise listed with ``MlflowClient.search_runs``, page by page. Each
 run's history is cached per key set (``toolkit.cache``) against a version made of its status, end time and latest
-metric timestamps/steps; a changed (running) run is fetched only from the earliest last cached step of its keys.
+metric timestamps/steps, and a fingerprint of its points (per key: how many, the newest timestamp, how many carry
+it). A cached read always equals a fresh read:
+
+- a finished (failed, killed) run whose version is unchanged is served from the cache without a query;
+- a running run may log any step again (resumed from a checkpoint), which changes neither its version nor its
+  latest metrics, so on a sqlite store its fingerprint is checked on every read (a count over the (run, key, step)
+  index, no points read): unchanged, the cache is served; changed, the run is fetched again from the lowest step
+  among the points stamped at or after the newest cached timestamp (exact: when the counts show that some new point
+  is older than that, e.g. a skewed clock, it is fetched in full). A version change is checked the same way;
+- on a server, through the client or on another SQL store there is no cheap count: a running or changed run is
+  fetched in full.
+
+MLflow keeps every logged point with its timestamp; each step takes the newest value (then the largest).
 
 Write side: ``start_run`` creates the experiment when missing; a new experiment in a sqlite store keeps its
 artifacts beside the database (``<store folder>/mlruns/<experiment>``) rather than in the current folder.
@@ -47,6 +59,7 @@ from toolkit.secrets import scrub
 log = logging.getLogger(__name__)
 
 STATE = {"RUNNING": "running", "SCHEDULED": "scheduled", "FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
 STATUS = {"finished": "FINISHED", "success": "FINISHED", "failed": "FAILED", "crashed": "FAILED", "killed": "KILLED"}
 FAST_PATHS = ("auto", "sql", "rest", "client")
 PAGE_SIZE = 1000  # runs per search_runs page (tests shrink it to check pagination)
@@ -101,6 +114,12 @@ class _RunMeta:
 
     version: str
     last_steps: dict[str, int] = field(default_factory=dict)
+    status: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended (FINISHED, FAILED, KILLED): no more points are expected."""
+        return self.status in TERMINAL
 
 
 class FastPath(Choice):
@@ -347,7 +366,7 @@ class MlflowTracker(TrackerBase):
         last_steps = {m.key: int(m.step) for m in metric_objs}
         newest = max((int(m.timestamp) for m in metric_objs), default=0)
         version = f"{info.status}|{info.end_time}|{newest}|{max(last_steps.values(), default=-1)}|{len(last_steps)}"
-        return row, _RunMeta(version, last_steps)
+        return row, _RunMeta(version, last_steps, str(info.status))
 
     def _ensure_meta(self, run_ids: Sequence[str]) -> None:
         """Learn versions and last steps of runs that were not listed by this tracker."""
@@ -381,27 +400,113 @@ class MlflowTracker(TrackerBase):
         keys = list(dict.fromkeys(str(k) for k in keys))
         cache = self._cache()
         frames: dict[str, pd.DataFrame] = {}
+        hits: dict[str, Any] = {}
         todo: list[tuple[str, int | None, pd.DataFrame | None]] = []
         for run_id in run_ids:
+            meta = self._meta[run_id]
             hit = cache.load(run_id, keys) if cache is not None and keys else None
-            if hit is not None and hit.version == self._meta[run_id].version:
+            if hit is not None and hit.version == meta.version and meta.finished:
                 frames[run_id] = hit.frame
                 self.stats["cached_runs"] += 1
-            elif hit is not None and hit.last_step is not None:
-                todo.append((run_id, _resume_step(hit.frame, keys, self._meta[run_id].last_steps), hit.frame))
+            elif hit is not None and hit.fingerprint is not None and self._checks_points():
+                hits[run_id] = hit
             else:
                 todo.append((run_id, None, None))
+        fingerprints: dict[str, dict[str, list[int]]] = {}
+        if keys and cache is not None and self._checks_points():
+            need = [r for r in run_ids if r in hits or (r not in frames and not self._meta[r].finished)]
+            if need:
+                try:
+                    fingerprints, since = self._check_points(need, hits, keys)
+                except Exception as exc:
+                    raise self._fault(exc, "checking cached histories") from None
+                for run_id, hit in hits.items():
+                    if run_id not in since:  # not one point changed
+                        frames[run_id] = hit.frame
+                        self.stats["cached_runs"] += 1
+                        self.stats["verified_runs"] += 1
+                        if hit.version != self._meta[run_id].version:  # e.g. it finished: not checked again
+                            self._save(cache, run_id, keys, hit.frame, fingerprints.get(run_id))
+                    else:
+                        todo.append((run_id, since[run_id], None if since[run_id] is None else hit.frame))
         if todo and keys:
-            frames.update(self._fetch(todo, keys, cache))
+            frames.update(self._fetch(todo, keys, cache, fingerprints))
         parts = [frames[r].assign(run_id=r) for r in run_ids if r in frames and len(frames[r])]
         if not parts:
             return _empty_wide(keys).assign(run_id=pd.Series(dtype=object))[["run_id", "step", *keys]]
         history = pd.concat(parts, ignore_index=True)[["run_id", "step", *keys]]
         return history.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
 
+    def _checks_points(self) -> bool:
+        """Whether the store can be asked cheaply what changed (a sqlite store read directly)."""
+        return self.fast_path == "sql" and sql_scheme(self.uri) == "sqlite"
+
+    def _check_points(self, run_ids: list[str], hits: Mapping[str, Any], keys: list[str]
+                      ) -> tuple[dict[str, dict[str, list[int]]], dict[str, int | None]]:
+        """The runs' fingerprints now, and for each cached run that changed the step after which it must be fetched
+        again (None: in full).
+
+        Points are only ever added. Per key, with ``n, t, e`` cached (points, newest timestamp, points stamped ``t``)
+        and ``n'`` points now: ``n' == n``: unchanged. Else every new point is stamped at or after ``t`` exactly when
+        the store holds ``e + n' - n`` points from ``t`` on; then the lowest of their steps bounds every changed
+        step. A key with nothing cached is fetched from its first step; anything else (fewer points, a new point
+        stamped before ``t``) fetches the run in full."""
+        source = SqlSource(self.uri, stats=self.stats)
+        try:
+            now = self._retrying(lambda: source.fingerprints(run_ids, keys))
+            marks, firsts, since = [], [], {}
+            for run_id, hit in hits.items():
+                old, new = hit.fingerprint, now.get(run_id, {})
+                changed = [k for k in keys if _points_of(old, k)[0] != _points_of(new, k)[0]]
+                if not changed:
+                    continue
+                since[run_id] = -1
+                for k in changed:
+                    n_old, t_old, _ = _points_of(old, k)
+                    if _points_of(new, k)[0] < n_old:
+                        since[run_id] = None
+                    elif n_old == 0:
+                        firsts.append((run_id, k))
+                    else:
+                        marks.append((run_id, k, t_old))
+            found = self._retrying(lambda: source.changed_since(marks)) if marks else {}
+            first = self._retrying(lambda: source.first_steps(firsts)) if firsts else {}
+        finally:
+            source.close()
+        lowest: dict[str, list[int]] = defaultdict(list)
+        for run_id, k, t_old in marks:
+            n_old, _, e_old = _points_of(hits[run_id].fingerprint, k)
+            count, step = found.get((run_id, k), (0, 0))
+            if count != e_old + _points_of(now[run_id], k)[0] - n_old:
+                since[run_id] = None  # some new point is stamped before the newest cached one
+            else:
+                lowest[run_id].append(step)
+        for run_id, k in firsts:
+            lowest[run_id].append(first.get((run_id, k), 0))
+        for run_id in since:
+            if since[run_id] is not None:
+                since[run_id] = min(lowest[run_id]) - 1 if lowest[run_id] else None
+        self.stats["changed_runs"] += len(since)
+        return now, since
+
+    def _save(self, cache: HistoryCache, run_id: str, keys: list[str], frame: pd.DataFrame,
+              fingerprint: Mapping[str, Any] | None) -> None:
+        try:
+            cache.save(run_id, keys, frame, self._meta[run_id].version, fingerprint)
+        except OSError as exc:  # an unwritable cache folder must not stop the read
+            message = f"mlflow: could not write the history cache under {cache.dir}: {_one_line(exc)}"
+            if message not in self.warnings:
+                self.warnings.append(message)
+
     def _fetch(self, todo: list[tuple[str, int | None, pd.DataFrame | None]], keys: list[str],
-               cache: HistoryCache | None) -> dict[str, pd.DataFrame]:
-        """Fetch what is missing in parallel tasks; cache each run as soon as all its keys are in."""
+               cache: HistoryCache | None, fingerprints: Mapping[str, dict[str, list[int]]] | None = None
+               ) -> dict[str, pd.DataFrame]:
+        """Fetch what is missing in parallel tasks; cache each run as soon as all its keys are in.
+
+        ``todo``: (run, step after which to fetch or None for all, cached frame up to that step). Each run is cached
+        with its fingerprint: the one taken before the fetch (``fingerprints``, a sqlite store), else one computed
+        from the fetched points when their timestamps are the store's (every path but sqlite's key-major plan)."""
+        fingerprints = fingerprints or {}
         since = {r: s for r, s, _ in todo if s is not None}
         base = {r: b for r, _, b in todo if b is not None}
         run_ids = [r for r, _, _ in todo]
@@ -415,19 +520,18 @@ class MlflowTracker(TrackerBase):
         self.stats["incremental_runs"] += len(since)
 
         def finish(run_id: str) -> None:
-            wide = _to_wide(pieces.pop(run_id, []), keys)
+            got = pieces.pop(run_id, [])
+            wide = _to_wide(got, keys)
             if run_id in base:  # cached steps up to `since`, fetched ones after it
                 old = base[run_id]
                 wide = pd.concat([old[old["step"] <= since[run_id]], wide[wide["step"] > since[run_id]]],
                                  ignore_index=True)
             done[run_id] = wide
             if cache is not None:
-                try:
-                    cache.save(run_id, keys, wide, self._meta[run_id].version)
-                except OSError as exc:  # an unwritable cache folder must not stop the read
-                    message = f"mlflow: could not write the history cache under {cache.dir}: {_one_line(exc)}"
-                    if message not in self.warnings:
-                        self.warnings.append(message)
+                fingerprint = fingerprints.get(run_id)
+                if fingerprint is None and self.fast_path != "sql" and run_id not in since:
+                    fingerprint = _fingerprint(got)
+                self._save(cache, run_id, keys, wide, fingerprint)
             bar.update(1)
 
         with self._http_settings(), progress_bar(len(run_ids), "fetching mlflow histories", self._progress) as bar:
@@ -496,17 +600,26 @@ class MlflowTracker(TrackerBase):
         return writer
 
 
-def _resume_step(cached: pd.DataFrame, keys: Sequence[str], logged: Mapping[str, int]) -> int:
-    """The step after which a changed run is fetched again: the earliest, over the keys the run has logged, of the
-    last step cached for that key (-1 when a key has nothing cached yet, e.g. an eval metric that started late)."""
-    steps = cached["step"].to_numpy(dtype=np.int64)
-    mine = [k for k in keys if k in logged]
-    if not mine:
-        return int(steps.max()) if len(steps) else -1
-    if not len(steps) or any(k not in cached.columns for k in mine):
-        return -1
-    have = cached[mine].notna().to_numpy()
-    return int(np.where(have, steps[:, None], -1).max(axis=0).min())
+def _points_of(fingerprint: Mapping[str, Any] | None, key: str) -> tuple[int, int, int]:
+    """(points, newest timestamp, points at it) of one key in a fingerprint; (0, 0, 0) when it has none."""
+    entry = (fingerprint or {}).get(key)
+    if not entry:
+        return 0, 0, 0
+    return int(entry[0]), int(entry[1]), int(entry[2])
+
+
+def _fingerprint(pieces: Sequence[pd.DataFrame]) -> dict[str, list[int]]:
+    """The fingerprint of fetched long points (their timestamps must be the store's): per key the number of points,
+    the newest timestamp and the number of points stamped with it."""
+    present = [p[["key", "timestamp"]] for p in pieces if len(p)]
+    if not present:
+        return {}
+    points = pd.concat(present, ignore_index=True)
+    points["key"] = points["key"].astype(str)
+    newest = points.groupby("key", sort=False)["timestamp"].transform("max")
+    stats = points.assign(at_newest=points["timestamp"] == newest).groupby("key", sort=False).agg(
+        n=("timestamp", "size"), t=("timestamp", "max"), e=("at_newest", "sum"))
+    return {str(k): [int(n), int(t), int(e)] for k, n, t, e in stats.itertuples()}
 
 
 def _empty_wide(keys: Sequence[str]) -> pd.DataFrame:

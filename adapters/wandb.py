@@ -148,7 +148,10 @@ class WandbTracker(TrackerBase):
     def _list_offline(self) -> list[dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
         self._offline_runs = {}
-        files = offline.find_run_files(self.path or ".")
+        found: list[str] = []
+        files = offline.find_run_files(self.path or ".", found)
+        for message in found:
+            self._warn(message)
         with progress_bar(len(files), "reading W&B run files", self._progress) as bar:
             for file in files:
                 bar.update(1)

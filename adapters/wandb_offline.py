@@ -541,28 +541,83 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def find_run_files(path: str | Path) -> list[Path]:
-    """The ``run-<id>.wandb`` files under a W&B folder, a single run folder, or a single file."""
+def _kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is (for messages)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "a broken symbolic link" if path.is_symlink() else "unreadable"
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _regular(files: Iterable[Path], warnings: list[str]) -> list[Path]:
+    """The regular files among ``files``; the others (a FIFO would block the read forever) are named in a warning."""
+    out = []
+    for file in files:
+        if file.is_file():
+            out.append(file)
+        else:
+            warnings.append(f"skipped W&B run file {file}: {_kind(file)}, not a regular file")
+    return out
+
+
+def find_run_files(path: str | Path, warnings: list[str] | None = None) -> list[Path]:
+    """The ``run-<id>.wandb`` files under a W&B folder, a single run folder, or a single file.
+
+    Run folders (``offline-run-*``, ``run-*``) without a ``run-*.wandb`` file, and run files that are not regular
+    files, are skipped and named in ``warnings``."""
+    warnings = warnings if warnings is not None else []
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"tracker.path: '{path}' does not exist (expected a wandb/ folder, an offline-run-* folder or a .wandb file)")
+    if not path.is_file() and not path.is_dir():
+        raise UserError(f"tracker.path: '{path}' is {_kind(path)}; expected a wandb/ folder, an offline-run-* folder "
+                        f"or a .wandb run file")
     if path.is_file():
         if path.suffix != ".wandb":
             raise UserError(f"tracker.path: '{path}' is not a .wandb run file")
         return [path]
-    found = sorted(path.glob("run-*.wandb"))
-    if found:
-        return found
+    direct = sorted(path.glob("run-*.wandb"))
+    if direct:
+        found = _regular(direct, warnings)
+        if found:
+            return found
+        raise UserError(f"tracker.path: no readable W&B run file under '{path}' ({'; '.join(warnings)})")
+    missed: list[Path] = []  # run folders without a run file, where no base had any run
+    skipped: list[str] = []
     for base in (path, path / "wandb"):
         seen: set[Path] = set()
+        found: list[Path] = []
+        notes: list[str] = []
+        empty: list[Path] = []
         for pattern in RUN_GLOBS:
             for folder in sorted(base.glob(pattern)):
                 if folder.is_symlink() or not folder.is_dir():  # latest-run is a link to a run folder
                     continue
-                for file in sorted(folder.glob("run-*.wandb")):
+                files = sorted(folder.glob("run-*.wandb"))
+                if not files:
+                    empty.append(folder)
+                    continue
+                for file in _regular(files, notes):
                     if file.resolve() not in seen:
                         seen.add(file.resolve())
                         found.append(file)
         if found:
+            warnings.extend(notes)
+            warnings.extend(f"W&B run folder {folder} has no run-*.wandb file (the run's history, config and summary "
+                            f"are in it); skipped" for folder in empty)
             return found
-    raise UserError(f"tracker.path: no W&B runs (offline-run-*/run-*.wandb) under '{path}'")
+        missed.extend(empty)
+        skipped.extend(notes)
+    why = ""
+    if missed:
+        why = f"; {len(missed)} run folder(s) have no run-*.wandb file, e.g. {missed[0]}"
+    elif skipped:
+        why = f"; {skipped[0]}"
+    raise UserError(f"tracker.path: no W&B runs (offline-run-*/run-*.wandb) under '{path}'{why}")

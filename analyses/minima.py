@@ -18,6 +18,8 @@ The norm-transfer ``utils.fitting.Config`` workflow, vectorised:
 
 Methods in the output: ``fit`` (vertex), ``fit_closest`` (grid lr closest to the vertex), ``empirical``
 (``skip_fit``), ``empirical_fallback`` (the fit failed: too few distinct x), ``empirical_nonconvex`` (a <= 0),
+``empirical_badfit`` (a convex fit whose vertex loss lies below every point of its group by more than the points'
+spread, max - min: the parabola does not describe the points, e.g. an outlier dragged it),
 ``too_few_points`` (< 3 points), ``unreachable`` (no logged horizon within tolerance) and ``degenerate``
 (``strict_avg`` window not covered). Nothing is dropped silently.
 """
@@ -601,15 +603,23 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings) -
     with np.errstate(divide="ignore", invalid="ignore"):
         x0 = np.where(convex, -b / (2 * a), np.nan)
         y0 = np.where(convex, c - b**2 / (4 * a), np.nan)
+    # a vertex far below every observed point (by more than their spread) is a failed fit, not an optimum
+    y_lo = np.min(np.where(M, Y, np.inf), axis=1)
+    y_spread = np.where(n > 0, np.max(np.where(M, Y, -np.inf), axis=1) - y_lo, np.nan)
+    with np.errstate(invalid="ignore"):
+        badfit = convex & (y0 < y_lo - y_spread - 1e-9 * np.maximum(1.0, np.abs(y_lo)))
+    convex = convex & ~badfit
 
     method = np.where(status != "ok", status, "fit").astype(object)
     method[(status == "ok") & (n < 3)] = "too_few_points"
     method[(status == "ok") & (n >= 3) & skip] = "empirical"
     method[can_fit & ~ok] = "empirical_fallback"
     method[ok & ~convex] = "empirical_nonconvex"
+    method[badfit] = "empirical_badfit"
     if s.optimum_from_closest:
         method[convex] = "fit_closest"
-    empirical = np.isin(method, ["empirical", "empirical_fallback", "empirical_nonconvex", "too_few_points"]) & (n > 0)
+    empirical = np.isin(method, ["empirical", "empirical_fallback", "empirical_nonconvex", "empirical_badfit",
+                                 "too_few_points"]) & (n > 0)
 
     # x range of each group's grid (all its points) and the fit window
     xmin = np.nanmin(np.where(M, X, np.inf), axis=1)
@@ -702,6 +712,8 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings) -
     out.loc[(method == "too_few_points"), "reason"] = [f"{k} point(s) after filters; a fit needs 3" for k in n[method == "too_few_points"]]
     out.loc[(method == "empirical_fallback"), "reason"] = "fewer distinct x values than parabola parameters"
     out.loc[(method == "empirical_nonconvex"), "reason"] = [f"fitted a = {v:.3g} <= 0" for v in a[method == "empirical_nonconvex"]]
+    out.loc[badfit, "reason"] = [f"fitted vertex loss {v:.4g} is {lo - v:.3g} below the lowest point {lo:.4g}, more than "
+                                 f"the points' spread {sp:.3g}" for v, lo, sp in zip(y0[badfit], y_lo[badfit], y_spread[badfit])]
     pts = points.copy()
     pos = np.arange(len(pts)) - np.repeat(np.cumsum(n) - n, n)
     gid = pts["gid"].to_numpy()
@@ -764,6 +776,11 @@ def compute_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSett
     n_nonconvex = int((minima["method"] == "empirical_nonconvex").sum())
     if n_nonconvex:
         _warn(f"{n_nonconvex} fit(s) are not convex (a <= 0): empirical minimum used, method empirical_nonconvex")
+    bad_fits = minima[minima["method"] == "empirical_badfit"]
+    if len(bad_fits):
+        where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(bad_fits["horizon"], bad_fits["bs"]))[:5])
+        _warn(f"{len(bad_fits)} fit(s) put the vertex loss below every point by more than the points' spread, e.g. "
+              f"{where}: empirical minimum used, method empirical_badfit (an outlier or a diverged run? see reason)")
     edge = minima[minima["on_edge"]]
     if len(edge):
         where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(edge["horizon"], edge["bs"]))[:5])
@@ -801,6 +818,7 @@ def summarize(minima: pd.DataFrame, s: MinimaSettings) -> dict[str, Any]:
         "n_groups": int(len(minima)),
         "n_fitted": int(method.isin(["fit", "fit_closest"]).sum()),
         "n_empirical": int(method.str.startswith("empirical").sum()),
+        "n_badfit": int((method == "empirical_badfit").sum()),
         "n_on_edge": int(minima["on_edge"].sum()),
         "n_degenerate": int(method.isin(FAILED_METHODS).sum()),
         "methods": {k: int(v) for k, v in method.value_counts().sort_index().items()},

@@ -13,11 +13,21 @@ For each estimator (``methods``: ``toolkit.spectral`` names, ``"power:30"`` for 
 shape it times one batched call (``batch`` matrices of the shape stacked; ``ms`` is per parameter = call / batch):
 CUDA events after ``warmup`` calls, median of ``repeats``; on CPU ``perf_counter``. ``rel_error`` is the largest
 |estimate - s1| / s1 over the batch. Outputs: ``benchmark.csv`` (method, steps, shape, rows, cols, batch, dtype,
-device, ms, ms_call, rel_error, bias, speedup_vs_matrix_norm), ``pareto.png`` (time vs error per shape) and a summary
-with the recommended estimator per accuracy budget (the fastest within 1% and within 5%), per shape and overall.
+device, ms, ms_call, rel_error, bias, repeats_done, skipped, speedup_vs_matrix_norm), ``pareto.png`` (time vs error
+per shape) and a summary with the recommended estimator per accuracy budget (the fastest within 1% and within 5%),
+per shape and overall.
+
+On the CPU the synthetic shapes are CPU-sized (``cpu_shapes: scaled``): a shape with a side above 512 is divided by
+32 (the benchmark's shapes become ``SMALL_SHAPES``; ``cpu_shapes: full`` keeps them), and the replacements are
+logged and listed in summary.json. Each (method, dtype, shape) cell has a time budget (``cell_budget_s``): warm-up
+stops once it has used the budget, a cell whose first timed call takes longer is skipped (its row says why in
+``skipped``, with no numbers; a larger shape of the same method and dtype is then skipped without a call), and the
+timed repeats stop once they have used the budget (``repeats_done``). A progress bar counts the cells.
 """
 from __future__ import annotations
 
+import logging
+import math
 import re
 import statistics
 import time
@@ -31,7 +41,7 @@ import pandas as pd
 
 from toolkit.errors import UserError, require_extra
 from toolkit.protocol import AnalysisBase
-from toolkit.settings import Settings, as_settings, fail
+from toolkit.settings import Choice, Settings, as_settings, fail
 
 NAME = "spectral"
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -41,6 +51,10 @@ BUDGETS = {"within_1pct": 0.01, "within_5pct": 0.05}
 # the shapes bench_spectral.py reports (and experiment=spectral_bench runs)
 BENCH_SHAPES = [(768, 768), (768, 3072), (2048, 2048), (4096, 4096), (4096, 11008)]
 SMALL_SHAPES = [(24, 24), (24, 96), (64, 64), (128, 128), (128, 344)]  # BENCH_SHAPES / 32 (CPU-sized)
+CPU_MAX_SIDE = 512  # on the CPU (cpu_shapes: scaled) a shape with a side above this is divided by CPU_SCALE
+CPU_SCALE = 32
+log = logging.getLogger(__name__)
+CpuShapes = Choice("CpuShapes", {"scaled": "scaled", "full": "full"}, module=__name__)
 
 
 def _llama(hidden: int, inter: int, layers: int) -> dict[tuple[int, int], int]:
@@ -129,6 +143,8 @@ class SpectralSettings(Settings):
     gap: float = 1.1
     decay: float = 0.5
     batch: Any = 1
+    cpu_shapes: CpuShapes = CpuShapes.scaled
+    cell_budget_s: Optional[float] = 5.0
 
     def __post_init__(self) -> None:
         from toolkit.spectral import parse_method
@@ -138,7 +154,10 @@ class SpectralSettings(Settings):
             if not getattr(self, key):
                 raise fail(NAME, key, getattr(self, key), "a non-empty list")
         for m in self.methods:
-            parse_method(m)
+            try:
+                parse_method(m)
+            except UserError as exc:
+                raise UserError(f"{NAME}: methods: {exc}") from None
         if not DEVICE.fullmatch(self.device):
             raise fail(NAME, "device", self.device, "auto, cpu, cuda or cuda:N")
         if not (self.batch in ("model", "preset") or type(self.batch) is int and self.batch >= 1):
@@ -150,6 +169,43 @@ class SpectralSettings(Settings):
             raise fail(NAME, "gap", self.gap, "s1/s2 >= 1")
         if not self.decay >= 0:
             raise fail(NAME, "decay", self.decay, "a tail exponent >= 0")
+        if self.cell_budget_s is not None and not self.cell_budget_s > 0:
+            raise fail(NAME, "cell_budget_s", self.cell_budget_s, "seconds > 0 per (method, dtype, shape), or null (no budget)")
+
+
+def cpu_sized(shape: tuple[int, int]) -> tuple[int, int]:
+    """A shape as the CPU runs it: unchanged up to CPU_MAX_SIDE per side, else each side / CPU_SCALE (rounded)."""
+    rows, cols = shape
+    if max(rows, cols) <= CPU_MAX_SIDE:
+        return rows, cols
+    return max(2, math.floor(rows / CPU_SCALE + 0.5)), max(2, math.floor(cols / CPU_SCALE + 0.5))
+
+
+def plan_shapes(shape_counts: Mapping[tuple[int, int], int], device: str, cpu_shapes: Any = "scaled"
+                ) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], tuple[int, int]]]:
+    """The shapes (with counts) to benchmark on ``device`` and the ones replaced by CPU-sized shapes (on the CPU with
+    ``cpu_shapes`` scaled: original -> replacement; shapes that meet keep the larger count)."""
+    if not str(device).startswith("cpu") or str(cpu_shapes) == "full":
+        return dict(shape_counts), {}
+    planned: dict[tuple[int, int], int] = {}
+    replaced: dict[tuple[int, int], tuple[int, int]] = {}
+    for shape, count in shape_counts.items():
+        small = cpu_sized(shape)
+        if small != tuple(shape):
+            replaced[tuple(shape)] = small
+        planned[small] = max(planned.get(small, 0), count)
+    return planned, replaced
+
+
+def _shape_text(shape: tuple[int, int]) -> str:
+    return f"{shape[0]}x{shape[1]}"
+
+
+def replaced_note(replaced: Mapping[tuple[int, int], tuple[int, int]]) -> str:
+    """The log line of the CPU-sized replacements."""
+    pairs = ", ".join(f"{_shape_text(a)} replaced by {_shape_text(b)}" for a, b in replaced.items())
+    return (f"cpu: {pairs} (shapes with a side above {CPU_MAX_SIDE} / {CPU_SCALE}; "
+            f"set analysis.spectral.cpu_shapes=full to keep them)")
 
 
 def synthetic_case(shape: tuple[int, int], batch: int, gap: float, decay: float, seed: int, device: str) -> tuple[Any, list[float]]:
@@ -201,26 +257,62 @@ def checkpoint_cases(path: str, max_per_shape: int) -> dict[tuple[int, int], tup
 
 def time_call(fn: Callable[[], Any], device: str, repeats: int, warmup: int) -> tuple[float, Any]:
     """Median milliseconds of ``fn()`` (CUDA events on a GPU, perf_counter on CPU) and its last result."""
+    timing = time_cell(fn, device, repeats, warmup)
+    return timing.ms, timing.result
+
+
+@dataclass
+class CellTiming:
+    """One cell's timing: the median ms of its timed calls (NaN when skipped), its last result, how many timed
+    calls ran, and why it was skipped ("" when it was not)."""
+
+    ms: float
+    result: Any
+    repeats_done: int
+    skipped: str = ""
+
+
+def time_cell(fn: Callable[[], Any], device: str, repeats: int, warmup: int, budget_s: float | None = None) -> CellTiming:
+    """Time ``fn()``: ``warmup`` untimed calls, then the median of ``repeats`` timed calls (CUDA events on a GPU,
+    perf_counter on CPU). With ``budget_s``: the warm-up stops once it has taken that long, the cell is skipped when its
+    first timed call does, and the timed repeats stop once together they have."""
     torch = require_extra("torch", "torch")
-    result = None
-    for _ in range(max(0, warmup)):
-        result = fn()
-    times = []
     cuda = str(device).startswith("cuda")
+    budget = math.inf if budget_s is None else float(budget_s)
+    result = None
+    spent = 0.0
+    for _ in range(max(0, warmup)):
+        t0 = time.perf_counter()
+        result = fn()
+        if cuda:
+            torch.cuda.synchronize()
+        spent += time.perf_counter() - t0
+        if spent > budget:
+            break
+    times: list[float] = []
+    spent = 0.0
     for _ in range(max(1, repeats)):
         if cuda:
             torch.cuda.synchronize()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0 = time.perf_counter()
             start.record()
             result = fn()
             end.record()
             torch.cuda.synchronize()
+            spent += time.perf_counter() - t0
             times.append(start.elapsed_time(end))
         else:
             t0 = time.perf_counter()
             result = fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), result
+            took = time.perf_counter() - t0
+            spent += took
+            times.append(took * 1e3)
+        if len(times) == 1 and spent > budget:
+            return CellTiming(math.nan, result, 1, f"first timed call took {spent:.3g} s > cell_budget_s={budget:g}")
+        if spent > budget:
+            break
+    return CellTiming(statistics.median(times), result, len(times))
 
 
 def benchmark(
@@ -232,35 +324,58 @@ def benchmark(
     warmup: int = 2,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    budget_s: float | None = None,
+    bar: bool = True,
 ) -> pd.DataFrame:
-    """Time and score every (method, dtype, shape); ``cases`` maps shape -> (stack on device, s1 per matrix)."""
+    """Time and score every (method, dtype, shape); ``cases`` maps shape -> (stack on device, s1 per matrix).
+
+    ``budget_s``: each cell's time budget (see ``time_cell``); once a cell is skipped, the larger shapes of its
+    method and dtype are skipped without a call. ``bar``: a tqdm bar over the cells (silent off a terminal)."""
     torch = require_extra("torch", "torch")
+    from toolkit.progress import progress_bar
     from toolkit.spectral import DEFAULT_STEPS, dtype_name, estimate, parse_method, resolve_dtype
 
     rows = []
-    for shape, (stack64, refs) in cases.items():
-        ref = np.asarray(refs, dtype=float)
-        for dt in dtypes:
-            dtype = resolve_dtype(dt)
-            w = stack64.to(device=device, dtype=dtype)  # the parameters as they are stored in training
-            for spec in methods:
-                name, steps = parse_method(spec)
-                steps = steps if steps is not None else DEFAULT_STEPS.get(name)
-                ms_call, est = time_call(lambda: estimate(w, spec, dtype=dtype, seed=seed), device, repeats, warmup)
-                got = est.sigma.double().cpu().numpy()
-                err = (got - ref) / ref
-                rows.append({
-                    "method": spec, "estimator": name, "steps": steps, "shape": f"{shape[0]}x{shape[1]}",
-                    "rows": shape[0], "cols": shape[1], "batch": len(ref), "dtype": dtype_name(dtype),
-                    "device": device, "ms": ms_call / len(ref), "ms_call": ms_call,
-                    "rel_error": float(np.max(np.abs(err))), "bias": float(np.mean(err)),
-                })
-                if progress:
-                    progress(f"{spec:>14} {dtype_name(dtype):>8} {shape[0]}x{shape[1]}: {ms_call / len(ref):9.3f} ms "
-                             f"rel_error {rows[-1]['rel_error']:.2e}")
-            del w
-            if str(device).startswith("cuda"):
-                torch.cuda.empty_cache()
+    too_slow: dict[tuple[str, str], tuple[int, str, str]] = {}  # (method, dtype) -> (elements, shape, reason) skipped
+    with progress_bar(len(cases) * len(dtypes) * len(methods), "spectral", enabled=bar, unit="cell") as pbar:
+        for shape, (stack64, refs) in cases.items():
+            ref = np.asarray(refs, dtype=float)
+            size = shape[0] * shape[1]
+            for dt in dtypes:
+                dtype = resolve_dtype(dt)
+                w = stack64.to(device=device, dtype=dtype)  # the parameters as they are stored in training
+                for spec in methods:
+                    name, steps = parse_method(spec)
+                    steps = steps if steps is not None else DEFAULT_STEPS.get(name)
+                    pbar.set_postfix_str(f"{spec} {dtype_name(dtype)} {_shape_text(shape)}", refresh=False)
+                    row = {"method": spec, "estimator": name, "steps": steps, "shape": _shape_text(shape),
+                           "rows": shape[0], "cols": shape[1], "batch": len(ref), "dtype": dtype_name(dtype),
+                           "device": device}
+                    slow = too_slow.get((spec, dtype_name(dtype)))
+                    if slow is not None and size >= slow[0]:
+                        timing = CellTiming(math.nan, None, 0, f"not run: the smaller {slow[1]} was skipped ({slow[2]})")
+                    else:
+                        timing = time_cell(lambda: estimate(w, spec, dtype=dtype, seed=seed), device, repeats, warmup,
+                                           budget_s)
+                    if timing.skipped:
+                        if slow is None or size < slow[0]:
+                            too_slow[(spec, dtype_name(dtype))] = (size, _shape_text(shape), timing.skipped)
+                        row.update(ms=math.nan, ms_call=math.nan, rel_error=math.nan, bias=math.nan,
+                                   repeats_done=timing.repeats_done, skipped=timing.skipped)
+                    else:
+                        got = timing.result.sigma.double().cpu().numpy()
+                        err = (got - ref) / ref
+                        row.update(ms=timing.ms / len(ref), ms_call=timing.ms, rel_error=float(np.max(np.abs(err))),
+                                   bias=float(np.mean(err)), repeats_done=timing.repeats_done, skipped="")
+                    rows.append(row)
+                    pbar.update(1)
+                    if progress:
+                        what = (f"skipped ({row['skipped']})" if row["skipped"] else
+                                f"{row['ms']:9.3f} ms rel_error {row['rel_error']:.2e}")
+                        progress(f"{spec:>14} {dtype_name(dtype):>8} {_shape_text(shape)}: {what}")
+                del w
+                if str(device).startswith("cuda"):
+                    torch.cuda.empty_cache()
     df = pd.DataFrame(rows)
     base = df[df["estimator"] == "matrix_norm"].set_index(["shape", "dtype"])["ms"]
     key = list(zip(df["shape"], df["dtype"]))
@@ -279,12 +394,14 @@ def _pick(df: pd.DataFrame, budget: float) -> dict[str, Any] | None:
 
 
 def recommend(df: pd.DataFrame) -> dict[str, Any]:
-    """Fastest estimator within each accuracy budget, per shape and overall (within budget on every shape)."""
+    """Fastest estimator within each accuracy budget, per shape and overall (within budget on every shape; a
+    skipped cell counts as not within)."""
     per_shape = {shape: {b: _pick(g, tol) for b, tol in BUDGETS.items()} for shape, g in df.groupby("shape", sort=False)}
-    overall: dict[str, Any] = {}
     n_shapes = df["shape"].nunique()
+    ran = df[df["skipped"].fillna("").astype(str).eq("")] if "skipped" in df.columns else df
+    overall: dict[str, Any] = {}
     for b, tol in BUDGETS.items():
-        agg = df.groupby(["method", "dtype"]).agg(worst=("rel_error", "max"), total_ms=("ms", "sum"), n=("shape", "nunique"))
+        agg = ran.groupby(["method", "dtype"]).agg(worst=("rel_error", "max"), total_ms=("ms", "sum"), n=("shape", "nunique"))
         agg = agg[(agg["worst"] <= tol) & (agg["n"] == n_shapes)].sort_values("total_ms")
         if agg.empty:
             overall[b] = None
@@ -304,6 +421,7 @@ def run(table: pd.DataFrame | None, params: Mapping[str, Any] | SpectralSettings
     for d in s.dtypes:
         resolve_dtype(d)
     device, note = resolve_device(s.device)
+    replaced: dict[tuple[int, int], tuple[int, int]] = {}
     if s.checkpoint:
         loaded = checkpoint_cases(s.checkpoint, s.max_per_shape)
         cases = {shape: (stack.to(device), refs) for shape, (stack, refs, _) in loaded.items()}
@@ -313,13 +431,27 @@ def run(table: pd.DataFrame | None, params: Mapping[str, Any] | SpectralSettings
     else:
         torch.manual_seed(s.seed)
         cases = {}
-        for shape, count in s.shape_counts.items():
+        planned, replaced = plan_shapes(s.shape_counts, device, s.cpu_shapes)
+        if replaced:
+            log.info("%s", replaced_note(replaced))
+        for shape, count in planned.items():
             batch = count if s.batch in ("model", "preset") else s.batch
             cases[shape] = synthetic_case(shape, batch, s.gap, s.decay, s.seed, device)
         source = f"synthetic: W = U diag(s) V^T, s1/s2 = {s.gap}, s_i = s2 (i-1)^-{s.decay}"
         reference = "s1 by construction (float64), equal to float64 svdvals"
-    df = benchmark(cases, s.methods, s.dtypes, device, s.repeats, s.warmup, s.seed)
+    df = benchmark(cases, s.methods, s.dtypes, device, s.repeats, s.warmup, s.seed, budget_s=s.cell_budget_s)
     out.table("benchmark", df)
+    skipped = df[df["skipped"].ne("")]
+    if len(skipped):
+        cells = "; ".join(f"{r.method} {r.dtype} {r.shape} ({r.skipped})" for r in skipped.head(5).itertuples())
+        out.warn(f"{len(skipped)} of {len(df)} cell(s) skipped over cell_budget_s={s.cell_budget_s:g} s: {cells}"
+                 f"{'; ...' if len(skipped) > 5 else ''} (benchmark.csv column skipped; raise analysis.spectral."
+                 f"cell_budget_s, or null, to time them)")
+    cut = df[df["skipped"].eq("") & (df["repeats_done"] < max(1, s.repeats))]
+    if len(cut):
+        log.info("%d cell(s) over cell_budget_s=%g s ran fewer than repeats=%d timed calls (benchmark.csv column "
+                 "repeats_done), e.g. %s", len(cut), s.cell_budget_s, s.repeats,
+                 ", ".join(f"{r.method} {r.dtype} {r.shape}: {r.repeats_done}" for r in cut.head(3).itertuples()))
     from analyses.spectral_plots import pareto_figure
 
     out.figure("pareto", pareto_figure(df))
@@ -337,6 +469,10 @@ def run(table: pd.DataFrame | None, params: Mapping[str, Any] | SpectralSettings
         else "perf_counter (synchronous on CPU), median of repeats after warm-up",
         "recommended": rec,
         "n_rows": len(df),
+        "n_skipped": len(skipped),
+        "cell_budget_s": s.cell_budget_s,
+        "shapes_replaced": {_shape_text(a): _shape_text(b) for a, b in replaced.items()},
+        "shapes_note": replaced_note(replaced) if replaced else None,
         "settings": {**s.to_dict(), "shapes": None if s.checkpoint else [f"{sh[0]}x{sh[1]}" for sh in cases]},
     }
 

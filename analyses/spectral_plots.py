@@ -16,8 +16,8 @@ MARKERS = {"float32": "o", "bfloat16": "s", "float16": "^", "float64": "D"}
 
 
 def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows no other row beats on both time and error, sorted by time."""
-    rows = df.sort_values(["ms", "rel_error"])
+    """Rows no other row beats on both time and error, sorted by time (skipped cells, without numbers, left out)."""
+    rows = df[df["ms"].notna() & df["rel_error"].notna()].sort_values(["ms", "rel_error"])
     best = math.inf
     keep = []
     for idx, r in rows.iterrows():
@@ -28,7 +28,8 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pareto_figure(df: pd.DataFrame):
-    """One panel per shape: ms per parameter (log) vs relative error (log), colour = method, marker = dtype."""
+    """One panel per shape: ms per parameter (log) vs relative error (log), colour = method, marker = dtype; cells
+    skipped over their time budget are counted in the panel's title."""
     shapes = list(dict.fromkeys(df["shape"]))
     ncols = min(3, len(shapes))
     nrows = math.ceil(len(shapes) / ncols)
@@ -37,6 +38,15 @@ def pareto_figure(df: pd.DataFrame):
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
     for ax, shape in zip(axes.flat, shapes):
         g = df[df["shape"] == shape].copy()
+        n_skipped = int((g["ms"].isna() | g["rel_error"].isna()).sum())
+        g = g[g["ms"].notna() & g["rel_error"].notna()]
+        title = f"{shape} ({df.loc[df['shape'] == shape, 'device'].iloc[0]})"
+        ax.set_title(title + (f", {n_skipped} skipped" if n_skipped else ""), fontsize=10)
+        if g.empty:
+            ax.text(0.5, 0.5, "every cell skipped\n(cell_budget_s)", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         g["err_plot"] = np.maximum(g["rel_error"].astype(float), ERROR_FLOOR)
         for _, r in g.iterrows():
             ax.scatter(r["ms"], r["err_plot"], color=colors[r["method"]], marker=MARKERS.get(r["dtype"], "x"), s=36,
@@ -48,7 +58,6 @@ def pareto_figure(df: pd.DataFrame):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(f"{shape} ({g['device'].iloc[0]})", fontsize=10)
         ax.set_xlabel("ms per parameter")
         ax.set_ylabel("relative error of s1")
         ax.grid(True, which="major", alpha=0.3)

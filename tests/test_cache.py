@@ -135,8 +135,10 @@ def test_running_run_fetches_only_new_steps(store, tmp_path):
     live = runset.runs.loc[runset.runs["name"] == "live", "run_id"].iloc[0]
     assert runset.history.loc[runset.history["run_id"] == live, "step"].max() == 29
     writer.finish()
-    _, after_finish = _read(store, tmp_path)
-    assert after_finish.stats["incremental_runs"] == 1  # its state changed once more
+    finished, after_finish = _read(store, tmp_path)
+    _same(finished, _uncached(store))
+    # its state changed, not one of its points: checked against the store (a count per key), not fetched again
+    assert after_finish.stats["fetched_runs"] == 0 and after_finish.stats["verified_runs"] == 1
     _, settled = _read(store, tmp_path)
     assert settled.stats["fetched_runs"] == 0  # a finished run is never fetched twice
 

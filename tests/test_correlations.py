@@ -386,3 +386,47 @@ def test_toy_logged_through_mlflow_and_wandb_reads_back_to_the_same_result(tmp_p
     for level in ("matrix", "column"):
         assert summaries["mlflow"][level] == summaries["local"][level]
         assert summaries["wandb"][level] == summaries["local"][level]
+
+
+def _matrix_only_csv(path: Path, n_matrices: int = 6, steps: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+    """A wide history CSV of two runs that log only the matrix-level scaling factors (no sampling{i}/{j} keys);
+    returns each run's per-key means."""
+    rng = np.random.default_rng(seed)
+    frames, means = [], {}
+    for name in ("fira-lowrank", "fira-fullrank"):
+        base = rng.uniform(1, 2, n_matrices)
+        data = {"run_name": name, "step": np.arange(1, steps + 1) * 10}
+        for i in range(1, n_matrices + 1):
+            data[f"scaling_factor/scaling_factor{i}"] = base[i - 1] + 0.05 * rng.normal(size=steps)
+        data["train/loss"] = np.linspace(3, 1, steps)
+        frame = pd.DataFrame(data)
+        frames.append(frame)
+        means[name] = frame[[f"scaling_factor/scaling_factor{i}" for i in range(1, n_matrices + 1)]].mean().to_numpy()
+    pd.concat(frames, ignore_index=True).to_csv(path, index=False)
+    return means
+
+
+def test_runs_with_only_matrix_level_keys_correlate_that_level_and_warn_about_the_other(tmp_path: Path):
+    """Through the real pipeline (local tracker, recipe metric_family, experiment fira_similarity): the matrix level
+    is computed (the same numbers as scipy on the runs' means), the column level has no keys: a recorded warning in
+    summary.json, no crash, no column entry."""
+    from toolkit import pipeline
+
+    path = tmp_path / "matrix_only.csv"
+    means = _matrix_only_csv(path)
+    cfg = _compose(["experiment=fira_similarity", f"tracker.path={path}", "analysis.correlations.bootstrap.n=50",
+                    f"cache.dir={tmp_path / 'cache'}", "progress=false"])
+    status = pipeline.run(cfg, tmp_path / "out")
+    assert status["failed"] == {} and status["error"] is None, status
+    folder = tmp_path / "out" / "correlations"
+    summary = json.loads((folder / "summary.json").read_text())
+    x, y = means["fira-lowrank"], means["fira-fullrank"]
+    assert summary["matrix"]["n"] == 6
+    assert summary["matrix"]["spearman"] == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert summary["matrix"]["kendall"] == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+    assert "column" not in summary and "column" not in summary["over_time"]
+    assert any(w.startswith("level column: no metric key matches 'scaling_factor/sampling{matrix}/{column}'")
+               for w in summary["warnings"]), summary["warnings"]
+    aligned = pd.read_csv(folder / "aligned.csv")
+    assert set(aligned["level"]) == {"matrix"} and len(aligned) == 6
+    assert (folder / "rank_scatter.png").exists() and (folder / "over_time.png").exists()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 
 import numpy as np
@@ -201,3 +200,32 @@ def test_two_thousand_runs_by_a_thousand_steps_is_fast():
     s = make_lr_bs_sweep(lr_log2=np.linspace(-12, -5, 250), log_every_tokens=2**20)
     assert len(s.history) == 2000 * 1024
     assert time.perf_counter() - t0 < 10
+
+
+def test_cli_scaling_table(tmp_path, capsys):
+    from toolkit.scaling_data import load_misfitting
+
+    path = tmp_path / "misfitting_scaling_results.csv"
+    assert demo.main(["--scaling-table", str(path), "--seed", "3"]) == 0
+    table = pd.read_csv(path)
+    assert {"loss", "N", "D", "C", "model", "peak_lr"} <= set(table.columns)
+    assert 100 <= len(table) <= 1000 and not table.duplicated(["model", "D", "peak_lr"]).any()
+    assert table.groupby("model")["D"].nunique().min() >= 5 and table["model"].nunique() >= 3
+    assert 3 <= table.groupby(["model", "D"])["peak_lr"].nunique().min() <= 5
+    np.testing.assert_allclose(table["C"], 6.0 * table["N"] * table["D"])
+    planted = json.loads((tmp_path / "misfitting_scaling_results.planted.json").read_text())
+    assert planted["a"] == pytest.approx(planted["beta"] / (planted["alpha"] + planted["beta"]))
+    survey = demo.make_scaling_table(3)
+    pd.testing.assert_frame_equal(table, survey.table, check_dtype=False)
+    assert not np.allclose(survey.table["loss"], demo.make_scaling_table(4).table["loss"])
+    # the planted optimum lies inside the sampled peak_lr range of every (model, D), not on its edge
+    for (n_params, tokens), group in table.groupby(["N", "D"]):
+        opt = survey.optimal_log2_lr(n_params, tokens)
+        lrs = np.log2(group["peak_lr"].to_numpy())
+        assert lrs.min() + 0.5 <= opt <= lrs.max() - 0.5
+    # and the lowest loss of each (model, D) is mostly at the sampled lr nearest to it, never far off (small noise)
+    best = table.loc[table.groupby(["N", "D"])["loss"].idxmin()]
+    gap = np.abs(np.log2(best["peak_lr"]) - survey.optimal_log2_lr(best["N"], best["D"]))
+    assert (gap <= 0.5 + 1e-9).mean() > 0.75 and gap.max() < 1.5
+    frame = load_misfitting(path)
+    assert list(frame.columns[:4]) == ["N", "D", "C", "loss"] and len(frame) == len(table)

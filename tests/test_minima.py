@@ -320,6 +320,26 @@ def test_non_convex_falls_back_to_the_empirical_minimum():
     assert any("not convex" in w for w in warnings)
 
 
+def test_a_vertex_far_below_every_point_is_a_bad_fit_not_a_fit():
+    """Points falling almost linearly with a slight bend: the convex parabola's vertex lies far outside the grid and
+    far below every point (by more than their spread): before, this came out as method fit with lr* = 2^42."""
+    x = np.arange(-10.0, -5.0)  # log2 lr: -10 .. -6, one run each, one horizon
+    loss = 3.0 - 0.1 * (x + 8) + 0.001 * (x + 8) ** 2  # vertex at x = 42, loss 0.5; points 2.80 .. 3.20
+    table = pd.DataFrame({"run_id": [f"r{v}" for v in x], "lr": np.exp2(x), "bs": 32, "step": 10, "horizon": 2**18,
+                          "train_loss": loss})
+    warnings: list[str] = []
+    m = mm.find_minima(table, {"horizons": [2**18], "bootstrap": {"n": 20}}, warnings.append)
+    (r,) = m.itertuples()
+    assert r.method == "empirical_badfit" and r.a > 0
+    assert r.log2_lr == -6.0 and r.loss == pytest.approx(loss.min())  # the empirical minimum (on the edge)
+    assert r.on_edge and np.isnan(r.lr_ci_low) and "below the lowest point" in r.reason
+    assert any("empirical_badfit" in w and "(2^18, bs 32)" in w for w in warnings)
+    assert mm.summarize(m, mm.as_settings(mm.MinimaSettings, {}))["n_badfit"] == 1
+    # a good parabola on the same grid stays a fit
+    table["train_loss"] = 3.0 + 0.05 * (x + 8) ** 2
+    assert mm.find_minima(table, {"horizons": [2**18], "bootstrap": NO_BOOT})["method"].tolist() == ["fit"]
+
+
 def test_too_few_points():
     table = make_table(lr_log2=[-9.0, -8.0])
     m = mm.find_minima(table, {"horizons": [2**18], "bootstrap": NO_BOOT})

@@ -74,12 +74,18 @@ def test_demo_sweep_gives_the_right_horizons_and_columns(sweep):
     assert (runs.loc[truth.index, "bs"].to_numpy() == truth["bs"].to_numpy()).all()
     assert (runs.loc[truth.index, "seed"].to_numpy() == truth["seed"].to_numpy()).all()
     assert table["momentum"].isna().all() and not table["decayed"].any() and table["lr_in"].isna().all()
-    # diverged runs: the inf row is NaN, the all-NaN rows after it are gone, and a warning names them
+    # diverged runs: NaN from their first blow-up point (x10, x100, x1e4, then inf), the all-NaN rows after it are
+    # gone, and a warning names each run and the step it diverged at
     (diverged,) = [w for w in warnings if "diverged" in w]
+    assert "2 run(s) diverged" in diverged
     for name in sweep.planted["diverged_runs"]:
-        assert name in diverged
-        assert np.isfinite(table.loc[table["name"] == name, "train_loss"].fillna(0)).all()
-    assert table["train_loss"].isna().sum() == 2
+        curve = sweep.history[sweep.history["run_name"] == name]
+        loss = curve["train_loss"].to_numpy()
+        start = int(np.flatnonzero(loss[1:] > 5 * loss[:-1])[0]) + 1  # the x10 jump
+        assert f"{name} at step {curve['step'].iloc[start]}" in diverged
+        got = table.loc[table["name"] == name, "train_loss"]
+        assert got.iloc[:start].notna().all() and got.iloc[start:].isna().all() and got.iloc[start:].size == 4
+    assert table["train_loss"].isna().sum() == 2 * 4
 
 
 def test_bundled_example_through_the_recipe():
@@ -218,6 +224,78 @@ def test_bad_config_values_and_missing_inputs():
         build(runset, name_patterns="lr-(?P<lr>")
 
 
+def _read(path: Path) -> RunSet:
+    """What the pipeline reads for this recipe: only its metric keys (train_loss, output_norm)."""
+    from adapters.local import LocalTracker
+    from toolkit.protocol import read_runset
+    from toolkit.runset import Selection
+
+    return read_runset(LocalTracker(str(path)), Selection(), recipe.metric_keys({}))
+
+
+def test_scaling_factor_runs_name_their_keys_and_the_metric_family_recipe(tmp_path):
+    """analysis=[correlations] on scaling-factor runs under the default recipe: the error lists the keys the runs
+    logged (the history holds only train_loss/output_norm, empty) and points at recipe=metric_family; before, it
+    said 'metric keys logged: (none)'."""
+    from adapters.local import LocalTracker
+
+    writer_side = LocalTracker(str(tmp_path / "runs"))
+    for i in range(2):
+        run = writer_side.start_run(f"fira-{i}", {"lr": 0.001 * (i + 1), "bs": 32})
+        for step in range(3):
+            run.log_metrics({"scaling_factor/sampling1/1": 1.0 + step, "scaling_factor/sampling1/2": 2.0 - step}, step)
+        run.finish()
+    runset = _read(tmp_path / "runs")
+    assert "no run logged metric 'train_loss'" in runset.warnings
+    with pytest.raises(UserError) as err:
+        recipe.build(runset, {"seq_len": 1024}, [].append)
+    message = str(err.value)
+    assert "(none)" not in message
+    assert "scaling_factor/sampling1/1, scaling_factor/sampling1/2" in message and "config keys: lr, bs" in message
+    assert "recipe=metric_family" in message
+    # Fira's toy logs its loss as train/loss next to the factors: both hints
+    fira = LocalTracker(str(tmp_path / "fira"))
+    run = fira.start_run("fira", {"lr": 0.001, "bs": 32})
+    run.log_metrics({"scaling_factor/sampling1/1": 1.0, "scaling_factor/sampling1/2": 2.0, "train/loss": 3.0}, 1)
+    run.finish()
+    with pytest.raises(UserError, match=r"use recipe=metric_family .*; for the loss, set recipe.metrics.train_loss=train/loss"):
+        recipe.build(_read(tmp_path / "fira"), {"seq_len": 1024}, [].append)
+    # a run that logged its loss under another key: the hint names the option
+    other = LocalTracker(str(tmp_path / "other"))
+    run = other.start_run("lr-0.001-bs-32", {})
+    run.log_metrics({"train/loss": 3.0}, 1)
+    run.finish()
+    with pytest.raises(UserError, match=r"summary keys: train/loss; .*set recipe.metrics.train_loss=train/loss"):
+        recipe.build(_read(tmp_path / "other"), {"seq_len": 1024}, [].append)
+
+
+def test_a_semicolon_csv_is_named_as_such(tmp_path):
+    """A ';'-delimited file reads as one column: the error says the file looks ';'-separated."""
+    frame = pd.DataFrame({"run_name": ["lr-0.001-bs-32"] * 2 + ["lr-0.002-bs-32"] * 2, "step": [1, 2] * 2,
+                          "train_loss": [3.0, 2.9, 3.1, 3.0]})
+    frame.to_csv(tmp_path / "sweep.csv", sep=";", index=False)
+    with pytest.raises(UserError) as err:
+        recipe.build(_read(tmp_path / "sweep.csv"), {"seq_len": 1024}, [].append)
+    message = str(err.value)
+    assert "looks ';'-separated" in message and "run_name;step;train_loss" in message and "(none)" not in message
+    frame.to_csv(tmp_path / "tabs.csv", sep="\t", index=False)
+    with pytest.raises(UserError, match="looks tab-separated"):
+        recipe.build(_read(tmp_path / "tabs.csv"), {"seq_len": 1024}, [].append)
+    frame.to_csv(tmp_path / "good.csv", index=False)  # the same file with commas builds
+    assert len(recipe.build(_read(tmp_path / "good.csv"), {"seq_len": 1024}, [].append)) == 4
+
+
+def test_flat_tables_point_at_scaling_table_and_lr_table(tmp_path):
+    pd.DataFrame({"N": [1e7, 1e8], "D": [1e9, 1e9], "loss": [3.0, 2.5]}).to_csv(tmp_path / "nd.csv", index=False)
+    with pytest.raises(UserError, match=r"config keys: N, D, loss; .*use recipe=scaling_table"):
+        recipe.build(_read(tmp_path / "nd.csv"), {"seq_len": 1024}, [].append)
+    pd.DataFrame({"model": ["m1", "m1"], "peak_lr": [1e-3, 2e-3], "D": [1e9, 1e9], "loss": [3.0, 2.5]}).to_csv(
+        tmp_path / "lr.csv", index=False)
+    with pytest.raises(UserError, match=r"use recipe=lr_table recipe.columns.lr=peak_lr recipe.columns.loss=loss "
+                                        r"recipe.columns.horizon=D"):
+        recipe.build(_read(tmp_path / "lr.csv"), {"seq_len": 1024}, [].append)
+
+
 def test_tokens_key_is_the_horizon():
     history = small_history(["lr-0.001-bs-64"]).assign(tokens=[100.0, 200.0, 300.0])
     params = {"tokens_key": "tokens", "seq_len": None}
@@ -232,10 +310,7 @@ def test_seed_aggregation_matches_an_independent_groupby(sweep):
     agg, _ = build(runset, aggregate_seeds=True)
     assert list(agg.columns) == ["lr", "bs", "momentum", "decayed", "lr_in", "lr_hidden", "lr_out", "step", "horizon",
                                  "train_loss", "train_loss_std", "train_loss_count", "output_norm", "output_norm_std"]
-    h = sweep.history.copy()
-    h.loc[~np.isfinite(h["train_loss"]), "train_loss"] = np.nan
-    h.loc[~np.isfinite(h["output_norm"]), "output_norm"] = np.nan
-    h = h.dropna(subset=["train_loss", "output_norm"], how="all")
+    h = table  # the per-run rows: diverged points already NaN (checked in the first test), all-NaN rows gone
     ref = h.groupby(["lr", "bs", "step"]).agg(
         m=("train_loss", "mean"), s=("train_loss", "std"), n=("train_loss", "count"),
         nm=("output_norm", "mean"), ns=("output_norm", "std")).reset_index()

@@ -71,6 +71,26 @@ def test_minima_recover_the_planted_optimum_per_model_and_tokens(tmp_path):
     np.testing.assert_allclose(np.log2(minima["lr"].to_numpy(float)), expected, atol=1e-6)
 
 
+def test_a_diverged_run_is_dropped_and_the_minima_stay_planted(tmp_path):
+    """The longer run of one (model, lr) blows up to a finite 1e30 from 2^29 tokens: that (model, lr)'s points from
+    there on are dropped and named in a warning, and the minima still recover the planted optimum (before, the
+    1e30 checkpoints past 2^30, where only that run logs, were losses and wrecked the fits)."""
+    frame = survey_csv(tmp_path / "survey.csv")
+    lr = sorted(frame.loc[frame["model"] == "m80", "peak_lr"].unique())[-1]
+    blow = (frame["model"] == "m80") & (frame["peak_lr"] == lr) & (frame["total_tokens"] == 2**32) & (frame["D"] >= 2**29)
+    frame.loc[blow, "loss"] = 1e30
+    frame.to_csv(tmp_path / "survey.csv", index=False)
+    table, warnings = table_of(tmp_path / "survey.csv")
+    (warning,) = [w for w in warnings if "diverged" in w]
+    assert "1 run(s) diverged" in warning and f"m80/80000000.0/{lr} at horizon {2**29}" in warning
+    assert (table["train_loss"] < 10).all()
+    assert not ((table["model"] == "m80") & (table["lr"] == lr) & (table["horizon"] >= 2**29)).any()
+    minima = find_minima(table, {"horizons": "pow2", "by": ["model"], "bootstrap": {"n": 0}, "plots": False})
+    assert len(minima) == 3 * 6 and set(minima["method"]) == {"fit"}
+    expected = [planted_log2_lr(n, d) for n, d in zip(minima["bs"], minima["horizon"])]
+    np.testing.assert_allclose(np.log2(minima["lr"].to_numpy(float)), expected, atol=1e-6)
+
+
 def test_an_optimum_beyond_the_lr_grid_is_flagged_on_edge(tmp_path):
     survey_csv(tmp_path / "survey.csv", edge_model="m20")
     table, _ = table_of(tmp_path / "survey.csv")

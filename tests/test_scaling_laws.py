@@ -428,3 +428,131 @@ def test_porian_pickle_refused_without_allow_pickle(tmp_path):
     assert first["D"] == 10 * 8 * 2048
     assert first["C"] == pytest.approx(6 * first["N"] * first["D"])
     assert set(frame["dataset"]) == {"rw"}
+
+
+# ---------------------------------------------------------------- identifiability: degenerate tables are no results
+
+
+def planted(n, d, noise=0.002, seed=0) -> pd.DataFrame:
+    """Points of the planted law at the given (N, D), with log-normal noise on the loss."""
+    n, d = np.asarray(n, float), np.asarray(d, float)
+    loss = law(n, d) * np.exp(np.random.default_rng(seed).normal(0, noise, n.size))
+    return pd.DataFrame({"N": n, "D": d, "C": 6 * n * d, "loss": loss})
+
+
+SIZES = np.geomspace(1e7, 1e9, 7)
+DEGENERATE = {
+    "one_N": planted(np.full(40, 1e8), np.geomspace(1e8, 1e11, 40)),  # one model along its tokens
+    "two_budgets": planted(np.r_[SIZES, SIZES], np.r_[1e18 / (6 * SIZES), 1e19 / (6 * SIZES)]),  # isoFLOPs at 2 C
+    "D_constant": planted(np.geomspace(1e7, 1e9, 40), np.full(40, 1e10)),  # every size on the same tokens
+}
+# which approaches each table can identify, and a word of the reason of the others
+IDENTIFIES = {"one_N": {}, "two_budgets": {3: None}, "D_constant": {}}
+REASONS = {
+    ("one_N", 1): "1 distinct N", ("one_N", 2): "1 distinct N", ("one_N", 3): "1 distinct N",
+    ("two_budgets", 1): "2 compute budget(s) (distinct C)", ("two_budgets", 2): "2 measured compute value(s)",
+    ("D_constant", 1): "1 distinct D", ("D_constant", 2): "no compute budget is reached by >= 3 model sizes",
+    ("D_constant", 3): "1 distinct D",
+}
+QUICK = {"figures": False, "approach2": {"bootstrap": {"n": 50}}, "approach3": {"grid": SMALL_GRID, "bootstrap": {"n": 50}}}
+
+
+@pytest.mark.parametrize("case,k", sorted(REASONS), ids=[f"{c}-approach{k}" for c, k in sorted(REASONS)])
+def test_an_approach_the_data_cannot_identify_gives_no_numbers(case, k, tmp_path):
+    """Each approach alone on a degenerate table: no a/b (the old code gave approach 1 a = 0, b = 1 on one N and
+    approach 3 a CI far from the truth), a one-line error naming what is missing, with its counts."""
+    out = AnalysisOutput(tmp_path, "scaling_laws")
+    with pytest.raises(UserError) as err:
+        scaling_laws.run(DEGENERATE[case], {**QUICK, "approaches": [k]}, out)
+    message = str(err.value)
+    assert message.startswith("scaling_laws: no approach can be fitted") and "\n" not in message
+    assert f"approach {k}: " in message and REASONS[(case, k)] in message, message
+    assert any(w.startswith(f"approach {k} not identifiable") and REASONS[(case, k)] in w for w in out.warnings)
+
+
+def test_two_budgets_leave_out_approaches_1_and_2_and_approach_3_still_runs(tmp_path):
+    """summary.json: approach1/2 {identifiable: false, reason} with no numbers, a warning each; approach 3 is
+    fitted (two budgets still spread N and D) and its CI covers the planted a."""
+    out = AnalysisOutput(tmp_path, "scaling_laws")
+    summary = scaling_laws.run(DEGENERATE["two_budgets"], QUICK, out)
+    written = json.loads((out.commit(summary) / "summary.json").read_text())
+    for k in (1, 2):
+        assert set(written[f"approach{k}"]) == {"identifiable", "reason"}
+        assert written[f"approach{k}"]["identifiable"] is False
+        assert REASONS[("two_budgets", k)] in written[f"approach{k}"]["reason"]
+        assert any(w.startswith(f"approach {k} not identifiable") for w in written["warnings"])
+    third = written["approach3"]
+    assert third["identifiable"] is True
+    assert third["a_ci"][0] < A_TRUE < third["a_ci"][1]
+    assert not any(w.startswith("approach 3") for w in written["warnings"])
+
+
+def test_identifiable_designs_pass_the_checks():
+    """The checks do not refuse what the approaches can fit: three isoFLOP budgets, a dense grid, the curves."""
+    rows = [(n, c / (6 * n)) for c in (1e18, 1e19, 1e20) for n in np.geomspace(1e7, 1e10, 9)]
+    three = planted(*zip(*rows), noise=0.0)
+    for table in (three, parametric_points(n_models=6, n_tokens=8), isoflop_table(n_models=7, n_tokens=20)):
+        assert approach1.identifiability(table["N"], table["D"], table["C"]) is None
+        assert approach3.identifiability(table["N"], table["D"]) is None
+        res = approach2.fit_isoflop(table, n_boot=0)
+        assert approach2.identifiability(res, approach2.curves(table), table["N"].nunique()) is None
+    n = np.geomspace(1e7, 1e9, 10)  # D = 20 N: N and D vary, but together
+    assert "collinear" in approach3.identifiability(n, 20 * n)
+    assert "5 points for 5 parameters" in approach3.identifiability(n[:5], np.geomspace(1e8, 1e11, 5) * [1, 2, 1, 2, 1])
+
+
+def test_a_group_that_cannot_be_fitted_is_a_warning_and_the_others_are_fitted(tmp_path):
+    """group_by: the one-N group is named in a warning (one prefix), the good group is fitted."""
+    table = pd.concat([DEGENERATE["one_N"].assign(dataset="bad"), isoflop_table(n_models=8, n_tokens=20).assign(dataset="good")],
+                      ignore_index=True)
+    out = AnalysisOutput(tmp_path, "scaling_laws")
+    summary = scaling_laws.run(table, {**QUICK, "approaches": [1, 2], "group_by": ["dataset"]}, out)
+    assert set(summary["groups"]) == {"good"}
+    assert summary["groups"]["good"]["approach1"]["identifiable"] is True
+    assert any(w.startswith("group bad: no approach can be fitted") for w in out.warnings), out.warnings
+    assert not any("scaling_laws: " in w for w in out.warnings)
+
+
+# ---------------------------------------------------------------- group_by columns carried by the recipe, end to end
+
+
+def test_group_by_columns_are_carried_by_the_recipe_through_run_py(tmp_path):
+    """run.py on a flat CSV with a dataset column: group_by=[dataset] needs no recipe.keep_columns (the pipeline adds
+    ScalingLaws.carried_columns); a group_by column that does not exist is one line naming it once."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from toolkit.settings import as_settings
+
+    settings = as_settings(scaling_laws.ScalingLawsSettings, {"group_by": ["dataset"], "approaches": [1, 2]})
+    assert tuple(scaling_laws.ScalingLaws().carried_columns(settings)) == ("dataset",)
+    root = Path(__file__).resolve().parents[1]
+    path = tmp_path / "flat.csv"
+    pd.concat([isoflop_table(n_models=7, n_tokens=12, seed=1).assign(dataset="web"),
+               isoflop_table(n_models=7, n_tokens=12, seed=2).assign(dataset="code")], ignore_index=True).to_csv(path, index=False)
+
+    def run_py(group_by: str, out: str) -> subprocess.CompletedProcess:
+        args = [sys.executable, str(root / "run.py"), f"tracker.path={path}", "recipe=scaling_table",
+                "analysis=[scaling_laws]", f"analysis.scaling_laws.group_by=[{group_by}]",
+                "analysis.scaling_laws.approaches=[1,2]", "analysis.scaling_laws.approach2.bootstrap.n=20",
+                "analysis.scaling_laws.figures=false", f"cache.dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / out}"]
+        return subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "MPLBACKEND": "Agg"})
+
+    ok = run_py("dataset", "ok")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    summary = json.loads((tmp_path / "ok" / "scaling_laws" / "summary.json").read_text())
+    assert set(summary["groups"]) == {"web", "code"} and summary["group_by"] == ["dataset"]
+    for group in summary["groups"].values():
+        assert group["approach1"]["identifiable"] and group["approach2"]["identifiable"]
+    assert "dataset" in pd.read_parquet(tmp_path / "ok" / "table.parquet").columns
+
+    bad = run_py("nosuch", "bad")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, bad.stderr[-3000:]
+    assert errors[0].count("nosuch") == 1, errors[0]
+    for prefix in ("scaling_laws: ", "recipe scaling_table: "):
+        assert prefix * 2 not in errors[0], errors[0]

@@ -72,6 +72,23 @@ def test_histories_every_logged_step_is_a_point_with_d_from_steps_and_c_6nd(tmp_
     assert any("dropped 3 of 15 rows" in w and "D=0" in w for w in warnings), warnings
 
 
+def test_a_diverged_run_is_dropped_from_its_blow_up_and_named(tmp_path):
+    """A run whose loss rises to a finite 1e30 (or MLflow's stored inf) from step 30: its points from there on are
+    dropped and the warning names it and the step (before, the 1e30 points were kept as losses)."""
+    runset = history_runset(tmp_path, sizes=(1e7, 4e7, 1.6e8, 6.4e8))
+    ids = dict(zip(runset.runs["name"], runset.runs["run_id"]))
+    hist = runset.history
+    for name, value in (("n160000000", 1e30), ("n640000000", 1.7976931348623157e308)):
+        hist.loc[(hist["run_id"] == ids[name]) & (hist["step"] >= 30), "train_loss"] = value
+    params = dict(columns={"N": "model.n_params", "loss": "train_loss"}, tokens_per_step="data.tokens_per_step")
+    table, warnings = build(runset, **params)
+    (warning,) = [w for w in warnings if "diverged" in w]
+    assert "2 run(s) diverged" in warning and "n160000000 at step 30" in warning and "n640000000 at step 30" in warning
+    assert (table["loss"] < 100).all() and len(table) == 4 * 4 - 2 * 2  # steps 10..40, less the blown-up 30 and 40
+    off, warnings = build(runset, **params, divergence={"enabled": False})
+    assert len(off) == 16 and not [w for w in warnings if "diverged" in w]
+
+
 def test_histories_tokens_per_step_number_flops_per_token_and_logged_columns(tmp_path):
     """tokens_per_step as a number, flops_per_token as a config key, and D / C from logged columns."""
     runset = history_runset(tmp_path, log_tokens=True, log_flops=True)

@@ -180,6 +180,7 @@ def test_mlflow_run_against_a_sqlite_store_keeps_secrets_out(tmp_path, mlflow_sq
     assert leaks([tmp_path, mlflow_sqlite["root"]], [proc.stdout, proc.stderr, *mlflow_sqlite["output"]]) == []
 
 
+@pytest.mark.needs_mlflow
 def test_failing_runs_keep_secrets_out_of_messages(tmp_path):
     uri = f"sqlite:///{tmp_path / 'never.db'}"  # the tracker fails before it opens the store
     outs = []

@@ -208,3 +208,99 @@ def test_experiment_spectral_bench_runs_through_the_pipeline(tmp_path) -> None:
     summary = json.loads((tmp_path / "spectral" / "summary.json").read_text())
     assert summary["device"] == "cpu" and "cpu" in summary["device_note"]
     assert (tmp_path / "spectral" / "benchmark.csv").exists() and (tmp_path / "spectral" / "pareto.png").exists()
+
+
+# ------------------------------------------------------------------------ CPU-sized shapes and the cell time budget
+
+
+def test_cpu_path_runs_cpu_sized_shapes_and_says_which(tmp_path, caplog) -> None:
+    """On the CPU a shape with a side above 512 runs divided by 32 (the benchmark's shapes become SMALL_SHAPES),
+    logged and listed in summary.json; cpu_shapes=full and a GPU keep the shapes as given."""
+    import logging
+
+    from analyses import spectral as analysis
+
+    assert [analysis.cpu_sized(s) for s in analysis.BENCH_SHAPES] == analysis.SMALL_SHAPES
+    given = {(4096, 11008): 1, (16, 16): 1, (2048, 5461): 24, (64, 171): 3}
+    planned, replaced = analysis.plan_shapes(given, "cpu", "scaled")
+    assert planned == {(128, 344): 1, (16, 16): 1, (64, 171): 24}  # shapes that meet keep the larger count
+    assert replaced == {(4096, 11008): (128, 344), (2048, 5461): (64, 171)}
+    assert analysis.plan_shapes(given, "cpu", "full") == (given, {})
+    assert analysis.plan_shapes(given, "cuda", "scaled") == (given, {})
+    caplog.set_level(logging.INFO, logger="analyses.spectral")
+    out = AnalysisOutput(tmp_path, "spectral")
+    summary = analysis.run(None, {"shapes": [[4096, 11008], [16, 16]], "methods": ["power"], "dtypes": ["float32"],
+                                  "device": "cpu", "repeats": 1, "warmup": 0}, out)
+    final = out.commit(summary)
+    rows = (final / "benchmark.csv").read_text().splitlines()
+    assert {r.split(",")[3] for r in rows[1:]} == {"128x344", "16x16"}
+    assert summary["shapes_replaced"] == {"4096x11008": "128x344"}
+    assert "cpu: 4096x11008 replaced by 128x344" in caplog.text and "cpu_shapes=full" in caplog.text
+    with pytest.raises(UserError, match="cpu_shapes"):
+        analysis.run(None, {"shapes": [[8, 8]], "cpu_shapes": "tiny"}, AnalysisOutput(tmp_path, "bad1"))
+    with pytest.raises(UserError, match="cell_budget_s=0"):
+        analysis.run(None, {"shapes": [[8, 8]], "cell_budget_s": 0}, AnalysisOutput(tmp_path, "bad2"))
+
+
+def test_experiment_spectral_bench_on_cpu_runs_cpu_sized_shapes(tmp_path) -> None:
+    """The command of the report (experiment=spectral_bench analysis.spectral.device=cpu), cut to one method: every
+    shape it runs is CPU-sized, the LLaMA-1B ones included, so it finishes in seconds."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from toolkit import pipeline
+    from toolkit.settings import register_schemas
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    register_schemas(conf)
+    overrides = ["experiment=spectral_bench", "analysis.spectral.device=cpu", "analysis.spectral.methods=[power]",
+                 "analysis.spectral.dtypes=[float32]", "analysis.spectral.repeats=1", "analysis.spectral.warmup=0"]
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    status = pipeline.run(cfg, tmp_path)
+    assert status["failed"] == {}
+    summary = json.loads((tmp_path / "spectral" / "summary.json").read_text())
+    assert summary["shapes_replaced"]["4096x11008"] == "128x344" and summary["shapes_replaced"]["2048x5461"] == "64x171"
+    assert all(max(int(v) for v in shape.split("x")) <= 512 for shape in summary["settings"]["shapes"])
+
+
+def test_cell_budget_skips_a_slow_cell_and_cuts_the_repeats_of_another(tmp_path, monkeypatch) -> None:
+    """A cell whose first timed call is over cell_budget_s is skipped (recorded with its reason, no numbers; its
+    larger shape then not run at all); a cell that fits once but not 20 times runs fewer repeats; a tiny budget skips
+    every cell and the analysis still writes its table, figure and warnings."""
+    import time as clock
+
+    from analyses import spectral as analysis
+
+    real = spectral.estimate
+
+    def slowed(w, spec, **kwargs):
+        clock.sleep({"exact": 0.3, "matrix_norm": 0.04}.get(spec, 0.0))
+        return real(w, spec, **kwargs)
+
+    monkeypatch.setattr(spectral, "estimate", slowed)
+    params = {"shapes": [[16, 16], [16, 40]], "methods": ["exact", "matrix_norm", "power"], "dtypes": ["float32"],
+              "device": "cpu", "repeats": 20, "warmup": 1, "cell_budget_s": 0.2}
+    out = AnalysisOutput(tmp_path, "spectral")
+    summary = analysis.run(None, params, out)
+    final = out.commit(summary)
+    import pandas as pd
+
+    df = pd.read_csv(final / "benchmark.csv", keep_default_na=False).set_index(["method", "shape"])
+    assert "first timed call took" in df.loc[("exact", "16x16"), "skipped"]
+    assert "not run: the smaller 16x16 was skipped" in df.loc[("exact", "16x40"), "skipped"]
+    assert df.loc[("exact", "16x40"), "repeats_done"] == 0 and df.loc[("exact", "16x16"), "ms"] == ""
+    assert df.loc[("matrix_norm", "16x16"), "skipped"] == "" and 1 <= df.loc[("matrix_norm", "16x16"), "repeats_done"] < 20
+    assert df.loc[("power", "16x16"), "repeats_done"] == 20
+    assert summary["n_skipped"] == 2
+    assert any("2 of 6 cell(s) skipped over cell_budget_s=0.2 s" in w for w in out.warnings)
+    assert summary["recommended"]["overall"]["within_1pct"]["method"] != "exact"
+
+    monkeypatch.setattr(spectral, "estimate", real)
+    tiny = AnalysisOutput(tmp_path, "spectral_tiny")
+    summary = analysis.run(None, {**params, "cell_budget_s": 1e-9}, tiny)
+    final = tiny.commit(summary)
+    assert summary["n_skipped"] == summary["n_rows"] == 6
+    assert summary["recommended"]["overall"] == {"within_1pct": None, "within_5pct": None}
+    assert (final / "pareto.png").exists()

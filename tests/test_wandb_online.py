@@ -271,6 +271,7 @@ def test_no_api_key_fails_fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.needs_wandb
 def test_no_network_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

@@ -2,11 +2,14 @@
 
 Layout: ``<dir>/<tracker>/<safe project>/<safe run id>/<hash of sorted keys>.parquet``. Each file holds one
 run's wide history (``step`` plus one column per key) and, in the parquet schema metadata, the run's *version* (a
-string the adapter derives from the run's last update: state, end time, last step/timestamp) and the last
-cached step. A run whose version is unchanged is never fetched again; a changed (running) run is fetched
-only past what is cached (the adapter picks the step, e.g. the earliest last step over its keys); ``refresh``
-ignores what is cached. Files are written atomically (temporary file, fsync, rename); a file that cannot be read
-back (truncated, foreign, a leftover temp file, an older format) counts as missing and is refetched. Written with
+string the adapter derives from the run's last update: state, end time, last step/timestamp), the last cached
+step and, when the adapter can give one, a *fingerprint* of the points the history was built from (MLflow: per key
+the number of points, the newest timestamp and the number of points stamped with it). The adapter decides from
+these whether what is cached is still what a fresh read would give: a finished run whose version is unchanged is
+never fetched again; a running (or changed) run is checked against its fingerprint and fetched again only from the
+earliest step that may have changed (a run resumed from a checkpoint logs old steps again). ``refresh`` ignores what
+is cached. Files are written atomically (temporary file, fsync, rename); a file that cannot be read back
+(truncated, foreign, a leftover temp file, an older format) counts as missing and is refetched. Written with
 pyarrow directly: pandas' ``to_parquet`` takes minutes for a frame of ~17,000 columns, pyarrow about a second.
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 META_KEY = "sweepkit_cache"
-FORMAT = 2
+FORMAT = 3  # 3: fingerprints; files of format 2 may hold values of re-logged steps from before
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 STALE_TMP_S = 3600
 
@@ -58,6 +61,7 @@ class CachedHistory:
     frame: pd.DataFrame
     version: str
     last_step: int | None
+    fingerprint: dict[str, Any] | None = None
 
 
 class HistoryCache:
@@ -108,11 +112,15 @@ class HistoryCache:
         frame = pd.DataFrame(matrix, columns=wanted)
         frame.insert(0, "step", steps)
         last = meta.get("last_step")
-        return CachedHistory(frame, str(meta.get("version")), None if last is None else int(last))
+        fingerprint = meta.get("fingerprint")
+        return CachedHistory(frame, str(meta.get("version")), None if last is None else int(last),
+                             fingerprint if isinstance(fingerprint, dict) else None)
 
-    def save(self, run_id: str, keys: Sequence[str], frame: pd.DataFrame, version: str) -> Path:
+    def save(self, run_id: str, keys: Sequence[str], frame: pd.DataFrame, version: str,
+             fingerprint: Mapping[str, Any] | None = None) -> Path:
         """Write one run's wide history (``step`` + key columns) atomically: a temporary file in the same folder,
-        flushed to disk, then renamed over the old one (a reader sees the old file or the new one, never half)."""
+        flushed to disk, then renamed over the old one (a reader sees the old file or the new one, never half).
+        ``fingerprint`` (JSON-able) describes the points the history was built from, for the adapter's checks."""
         wanted = sorted(set(map(str, keys)))
         values = frame.reindex(columns=wanted)
         try:  # one float block (a column at a time takes minutes for thousands of keys)
@@ -123,7 +131,8 @@ class HistoryCache:
         steps = frame["step"].to_numpy(dtype=np.int64) if "step" in frame else np.zeros(len(matrix), np.int64)
         last = int(steps.max()) if len(steps) else None
         meta = {"format": FORMAT, "tracker": self.tracker, "project": self.project, "run_id": str(run_id),
-                "keys": wanted, "version": str(version), "last_step": last}
+                "keys": wanted, "version": str(version), "last_step": last,
+                "fingerprint": None if fingerprint is None else dict(fingerprint)}
         table = pa.Table.from_arrays([pa.array(steps)] + [pa.array(matrix[:, i]) for i in range(len(wanted))],
                                      names=["step", *wanted], metadata={META_KEY: json.dumps(meta)})
         path = self.path(run_id, keys)

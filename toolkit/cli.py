@@ -67,10 +67,21 @@ def _terminate(signum: int, frame: object) -> None:
 
 def entry(hydra_main: Callable[[], None], argv: Sequence[str] | None = None) -> int:
     """Run Hydra's main with the toolkit's argument fixes and error handling; return the exit status."""
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    user_wants_trace = bool(saved)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting 1: the errors are ours
+    try:
+        return _entry(hydra_main, argv, user_wants_trace)
+    finally:
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+def _entry(hydra_main: Callable[[], None], argv: Sequence[str] | None, user_wants_trace: bool) -> int:
     from toolkit.settings import register_schemas
 
-    user_wants_trace = bool(os.environ.get("HYDRA_FULL_ERROR"))
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting 1: the errors are ours
     args = prepare_argv(sys.argv[1:] if argv is None else argv)
     sys.argv[1:] = args
     protect_console(args)  # Hydra prints overrides (values included) on some errors
@@ -86,17 +97,15 @@ def entry(hydra_main: Callable[[], None], argv: Sequence[str] | None = None) -> 
     except UserError as exc:
         print(f"error: {scrub(str(exc))}", file=sys.stderr)
         return 2
-    except OSError as exc:  # the run folder cannot be made (a file in its place, no permission)
-        if user_wants_trace:
-            raise
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot write{where}: {exc.strerror or exc} (choose another hydra.run.dir)", file=sys.stderr)
-        return 2
     except Exception as exc:
         if user_wants_trace:
             raise
         if _config_error(exc):
             print(f"error: {scrub(config_error_line(exc))}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError):  # the run folder cannot be made (a file in its place, no permission)
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"error: cannot write{where}: {exc.strerror or exc} (choose another hydra.run.dir)", file=sys.stderr)
             return 2
         sys.stderr.write(scrub(traceback.format_exc()))
         print(f"error: bug: {scrub(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)

@@ -6,16 +6,17 @@ A point is diverged when its loss is
 - an overflow: ``|loss| >= max_abs`` (default 1e300; MLflow stores +inf as 1.7976931348623157e308, float64's
   max, and reads it back so), or
 - a finite blow-up: above ``early_factor`` x the run's own early loss (the median of its first ``early_points``
-  usable points), or above ``median_factor`` x the median loss over the runs at the same position (e.g. the same
-  token horizon; only where at least ``min_runs`` points are there).
+  usable points; those points are the reference, not judged by it, so a steep first drop is never a blow-up), or
+  above ``median_factor`` x the median loss over the runs at the same position (e.g. the same token horizon; only
+  where at least ``min_runs`` points are there).
 
 A run does not recover: once a point of a run is diverged, every later point of that run is diverged too.
 ``enabled: false`` keeps only the first rule, point by point (the behaviour before this module).
 
 The defaults leave healthy curves alone with a wide margin: on the demo sweep (``toolkit.demo``, losses falling from
 about 6 to 2.6) and the bundled example the largest loss / early loss is 1.14 and the largest loss / median at a
-horizon 1.8 (1.36 on the default lr grid), while a blow-up is flagged from 5x its early loss (a cross-entropy
-5x above its early value is worse than chance for any vocabulary) or 10x the sweep's median.
+horizon 1.8 (1.36 on the default lr grid), while a blow-up is flagged from 5x its early loss (a training loss
+stays near or below its early value; 5x leaves room for loss spikes) or 10x the sweep's median.
 
 ``find_diverged`` is a pure function of arrays (vectorised: 2M points in a fraction of a second); recipes call it
 with their run, order (step or horizon) and position (horizon) columns and report ``Divergence.message``.
@@ -84,9 +85,11 @@ class Divergence:
     def n_runs(self) -> int:
         return int(len(self.runs))
 
-    def message(self, who: str, what: str = "set to NaN", step: str = "step", k: int = 5) -> str:
-        """``who: K run(s) diverged (rule: ...; their points from there on <what>): run-a at step s (why), ...``."""
-        shown = [f"{r.run} at {step} {_fmt(r.step)} ({r.reason})" for r in self.runs.head(k).itertuples()]
+    def message(self, who: str, what: str = "set to NaN", step: str | None = "step", k: int = 5) -> str:
+        """``who: K run(s) diverged (rule: ...; their points from there on <what>): run-a at step s (why), ...``
+        (``step``: what orders a run's points, None for one-point runs)."""
+        at = (lambda r: f" at {step} {_fmt(r.step)}") if step else (lambda r: "")
+        shown = [f"{r.run}{at(r)} ({r.reason})" for r in self.runs.head(k).itertuples()]
         more = f" and {self.n_runs - k} more" if self.n_runs > k else ""
         return (f"{who}: {self.n_runs} run(s) diverged (rule: {self.rule}; their points from there on {what}): "
                 f"{', '.join(shown)}{more}")
@@ -124,22 +127,26 @@ def find_diverged(loss: Sequence[float], run: Sequence[Any], order: Sequence[flo
     s = settings if settings is not None else DivergenceSettings()
     loss = np.asarray(loss, float)
     n = loss.size
-    codes, labels = pd.factorize(pd.Series(run, dtype=object).to_numpy() if n else np.zeros(0, object))
+    codes, labels = pd.factorize(pd.Series(run, dtype=object).to_numpy() if n else np.zeros(0, object),
+                                 use_na_sentinel=False)  # a missing run label is a run of its own, not code -1
     codes = codes.astype(np.int64)
     reason = point_flags(loss, s)
     usable = np.isfinite(loss) & (reason == 0)
+    against = np.full(n, np.nan)  # the reference a blow-up is measured against
     rule = s.rule(metric, position_name if position is not None else None)
     if s.enabled and n:
         if s.early_factor is not None:
-            ref = early_reference(loss, codes, order, usable, s.early_points, len(labels))
-            with np.errstate(invalid="ignore"):
-                hit = usable & (ref[codes] > 0) & (loss > s.early_factor * ref[codes])
-            reason[hit & (reason == 0)] = EARLY
+            ref, rank = early_reference(loss, codes, order, usable, s.early_points, len(labels))
+            with np.errstate(invalid="ignore"):  # the early points are the reference, not judged by it
+                hit = usable & (rank >= s.early_points) & (ref[codes] > 0) & (loss > s.early_factor * ref[codes])
+            against[hit] = ref[codes[hit]]
+            reason[hit] = EARLY
         if s.median_factor is not None and position is not None:
             med = position_median(loss, position, usable, s.min_runs)
             with np.errstate(invalid="ignore"):
-                hit = usable & (med > 0) & (loss > s.median_factor * med)
-            reason[hit & (reason == 0)] = MEDIAN
+                hit = usable & (reason == 0) & (med > 0) & (loss > s.median_factor * med)
+            against[hit] = med[hit]
+            reason[hit] = MEDIAN
     flagged = reason > 0
     if not flagged.any():
         return Divergence(np.zeros(n, bool), pd.DataFrame(columns=["run", "step", "value", "reason"]), rule)
@@ -155,39 +162,42 @@ def find_diverged(loss: Sequence[float], run: Sequence[Any], order: Sequence[flo
         diverged = key >= start[codes]
     else:
         diverged = flagged  # the old behaviour: only the non-finite points themselves
-    why = [_reason(int(reason[i]), loss[i], s, metric, position_name) for i in first]
+    why = [_reason(int(reason[i]), loss[i], against[i], s, metric, position_name) for i in first]
     summary = pd.DataFrame({"run": [run_label(labels[codes[i]]) for i in first], "step": key[first],
                             "value": loss[first], "reason": why})
     return Divergence(diverged, summary, rule)  # runs in the order they first appear (factorize's codes)
 
 
-def _reason(code: int, value: float, s: DivergenceSettings, metric: str, position_name: str) -> str:
+def _reason(code: int, value: float, ref: float, s: DivergenceSettings, metric: str, position_name: str) -> str:
     if code == NONFINITE:
         return f"{metric} {value:g}"
     if code == OVERFLOW:
-        return f"{metric} {value:.4g} >= {s.max_abs:g}, an overflow (MLflow keeps inf as 1.797e308)"
+        return f"{metric} {value:.6g} >= {s.max_abs:g}: an overflow, as MLflow stores inf"
     if code == EARLY:
-        return f"{metric} {value:.4g} > {s.early_factor:g}x its early {metric}"
-    return f"{metric} {value:.4g} > {s.median_factor:g}x the median at its {position_name}"
+        return f"{metric} {value:.4g} > {s.early_factor:g}x its early {metric} {ref:.4g}"
+    return f"{metric} {value:.4g} > {s.median_factor:g}x the median {ref:.4g} at its {position_name}"
 
 
 def early_reference(loss: np.ndarray, codes: np.ndarray, order: Sequence[float] | None, usable: np.ndarray,
-                    k: int, n_runs: int) -> np.ndarray:
-    """Per run: the median of its first ``k`` usable points (by ``order``); NaN for a run without one."""
+                    k: int, n_runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per run: the median of its first ``k`` usable points (by ``order``; NaN for a run without one); and per
+    point its rank among its run's usable points (-1 for the others)."""
     ref = np.full(n_runs, np.nan)
+    rank_of = np.full(loss.size, -1, np.int64)
     idx = np.flatnonzero(usable)
     if not idx.size:
-        return ref
+        return ref, rank_of
     key = idx.astype(float) if order is None else np.asarray(order, float)[idx]
     idx = idx[np.lexsort((idx, key, codes[idx]))]
     c = codes[idx]
     starts = np.r_[0, np.flatnonzero(c[1:] != c[:-1]) + 1]
     counts = np.diff(np.r_[starts, c.size])
     rank = np.arange(c.size) - np.repeat(starts, counts)
+    rank_of[idx] = rank
     keep = rank < k
     early = pd.Series(loss[idx[keep]]).groupby(c[keep]).median()
     ref[early.index.to_numpy()] = early.to_numpy()
-    return ref
+    return ref, rank_of
 
 
 def position_median(loss: np.ndarray, position: Sequence[Any], usable: np.ndarray, min_runs: int) -> np.ndarray:

@@ -28,12 +28,13 @@ def mask_overrides(overrides: list[str]) -> list[str]:
     return masked
 
 
-def write_job_record(run_dir: str | Path, overrides: list[str], error: str | None) -> None:
+def write_job_record(run_dir: str | Path, overrides: list[str], error: str | None, exit_code: int | None = None) -> None:
     """Record a multirun job's overrides and outcome in its folder."""
     from toolkit.outputs import write_json
 
     write_json(Path(run_dir) / JOB_FILE, {"overrides": mask_overrides(list(overrides)), "status": "failed" if error else "ok",
-                                               "error": None if error is None else scrub(error)})
+                                               "error": None if error is None else scrub(error),
+                                               "exit_code": exit_code if exit_code is not None else (2 if error else 0)})
 
 
 def _flatten(prefix: str, value: Any, row: dict[str, Any]) -> None:
@@ -58,7 +59,8 @@ def gather_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     tables: dict[str, list[pd.DataFrame]] = {}
     for job in _job_dirs(sweep_dir):
         record = json.loads((job / JOB_FILE).read_text()) if (job / JOB_FILE).exists() else {"overrides": [], "status": "unknown", "error": "the job left no record (killed?)"}
-        row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(record.get("overrides", [])), "status": record.get("status"), "error": record.get("error")}
+        row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(record.get("overrides", [])), "status": record.get("status"),
+                               "error": record.get("error"), "exit_code": record.get("exit_code", 1 if record.get("error") else 0)}
         for summary_path in sorted(job.glob("*/summary.json")):
             name = summary_path.parent.name
             _flatten(name, json.loads(summary_path.read_text()), row)
@@ -103,5 +105,6 @@ class GatherSweep(Callback):
         summary = gather_sweep(sweep_dir)
         n_failed = int((summary["status"] != "ok").sum()) if len(summary) else 0
         print(f"sweep summary: {sweep_dir / 'sweep_summary.csv'} ({len(summary)} job(s), {n_failed} failed)")
-        if n_failed:
-            raise SystemExit(1)
+        if n_failed:  # as a single run would: 1 when a job hit a bug, else 2 (bad input)
+            codes = pd.to_numeric(summary["exit_code"], errors="coerce").fillna(1)
+            raise SystemExit(1 if (codes[summary["status"] != "ok"] != 2).any() else 2)

@@ -82,6 +82,7 @@ def one_line(exc: BaseException) -> str:
             if line not in parts:
                 parts.append(line)
     text = re.sub(r"\s+", " ", " ".join(parts) or type(exc).__name__)
+    text = text.split(" Config search path:")[0]
     return text.replace("Error merging override", "bad override")[:600]
 
 
@@ -104,7 +105,7 @@ def as_settings(cls: type[T], given: Any = None, who: str | None = None, **overr
         if overrides:
             parts.append(overrides)
         merged = OmegaConf.merge(*parts)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        return check_types(OmegaConf.to_object(merged), who or _who(cls))  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise UserError(f"{who or _who(cls)}: {one_line(exc)}") from None
 
@@ -145,6 +146,51 @@ def check_known_keys(node: Any, cls: type, who: str) -> None:
         raise UserError(f"{who}: unknown key(s) {', '.join(extra)}; {cls.__name__} has: {names}")
 
 
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def type_problems(value: Any, tp: Any, key: str) -> list[str]:
+    """Where ``value`` does not have type ``tp``, down to list items and mapping values (OmegaConf checks the top
+    level of an override only: ``by=[[1,2]]`` reaches a ``List[str]`` field unchecked)."""
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is None:
+        return []
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return []
+        inner = [a for a in args if a is not type(None)]
+        return type_problems(value, inner[0], key) if len(inner) == 1 else []
+    if origin in (list, typing.List):
+        if not isinstance(value, (list, tuple)):
+            return [f"{key}={value!r} (expected a list)"]
+        return [p for i, v in enumerate(value) for p in type_problems(v, args[0] if args else Any, f"{key}[{i}]")]
+    if origin in (dict, typing.Dict):
+        if not isinstance(value, dict):
+            return [f"{key}={value!r} (expected a mapping)"]
+        return [p for k, v in value.items() for p in type_problems(v, args[1] if len(args) > 1 else Any, f"{key}.{k}")]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not dataclasses.is_dataclass(value):
+            return [f"{key}={value!r} (expected a mapping)"]
+        hints = _hints(tp)
+        return [p for f in dataclasses.fields(tp) if not f.name.startswith("_")
+                for p in type_problems(getattr(value, f.name), hints.get(f.name, Any), f"{key}.{f.name}".lstrip("."))]
+    if isinstance(tp, type):
+        ok = isinstance(value, tp) or (tp is float and isinstance(value, int) and not isinstance(value, bool))
+        return [] if ok else [f"{key}={value!r} (expected {_type_name(tp)})"]
+    return []
+
+
+def check_types(obj: Any, who: str) -> Any:
+    """``obj`` (a settings dataclass instance) unchanged, or a one-line UserError naming the first mistyped value."""
+    problems = type_problems(obj, type(obj), "")
+    if problems:
+        raise UserError(f"{who}: {problems[0]}")
+    return obj
+
+
 def settings_of(node: Any, cls: type[T], who: str | None = None) -> T:
     """The settings object of a composed config node (a typed DictConfig), checked; ``cls`` when untyped."""
     from omegaconf import DictConfig, OmegaConf
@@ -153,7 +199,7 @@ def settings_of(node: Any, cls: type[T], who: str | None = None) -> T:
     check_known_keys(node, cls, who or _who(cls))
     if isinstance(node, DictConfig) and OmegaConf.get_type(node) is cls:
         try:
-            return OmegaConf.to_object(node)  # type: ignore[return-value]
+            return check_types(OmegaConf.to_object(node), who or _who(cls))  # type: ignore[return-value]
         except OmegaConfBaseException as exc:
             raise UserError(f"{who or _who(cls)}: {one_line(exc)}") from None
     return as_settings(cls, node, who=who)

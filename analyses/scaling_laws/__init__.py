@@ -5,6 +5,10 @@
 - approach 3 (``approach3.py``): L(N, D) = E + A/N^alpha + B/D^beta by Huber loss on log L from a grid of starts
   (fast batched multi-start, same optimum as a scipy L-BFGS-B loop), implied N*(C), D*(C), bootstrap CIs.
 Figures in ``plots.py``. ``group_by`` fits each group of rows separately.
+
+Each approach first checks that the data can identify its parameters (``approachK.identifiability``: spread in N
+per budget and enough budgets for 1 and 2, spread in N and in D for 3); one that cannot is reported as
+``{identifiable: false, reason}`` with a warning and no numbers, the others still run; none identifiable is an error.
 """
 from __future__ import annotations
 
@@ -161,11 +165,19 @@ def _clean(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def not_identifiable(reason: str) -> dict[str, Any]:
+    """The summary of an approach the data cannot identify: the reason, no numbers."""
+    return {"identifiable": False, "reason": reason}
+
+
 def run_approach1(table: pd.DataFrame, p: Approach1Settings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Approach 1 on one group: summary and the artefacts for tables and figures."""
+    """Approach 1 on one group: summary and the artefacts for tables and figures (none when not identifiable)."""
+    reason = approach1.identifiability(table["N"], table["D"], table["C"], bins=p.bins)
+    if reason:
+        return not_identifiable(reason), {}
     fit_n, fit_d, env = approach1.fit_envelope(table["N"], table["D"], table["C"], table["loss"], bins=p.bins)
-    summary = {"a": fit_n.exponent, "b": fit_d.exponent, "N_coef": fit_n.coef, "D_coef": fit_d.coef,
-               "r2_N": fit_n.r2, "r2_D": fit_d.r2, "n_budgets": len(env), "bins": p.bins}
+    summary = {"identifiable": True, "a": fit_n.exponent, "b": fit_d.exponent, "N_coef": fit_n.coef,
+               "D_coef": fit_d.coef, "r2_N": fit_n.r2, "r2_D": fit_d.r2, "n_budgets": len(env), "bins": p.bins}
     return summary, {"envelope": env, "fit_n": fit_n, "fit_d": fit_d}
 
 
@@ -180,12 +192,14 @@ def run_approach2(table: pd.DataFrame, p: Approach2Settings, warn) -> tuple[dict
         parabola_points=p.parabola_points, n_boot=boot.n, bootstrap=boot.mode.value, noise_std=boot.noise_std,
         seed=boot.seed, weighted=p.weighted, min_std_factor=p.min_std_factor)
     n_ok = int(res.minima["status"].eq("ok").sum())
+    reason = approach2.identifiability(res, approach2.curves(table, curve_by), approach1.distinct(table["N"]),
+                                       p.min_models, p.tolerance, p.max_gap)
+    if reason:  # the minima table still says which budgets were rejected and why
+        return not_identifiable(reason), {"result": res, "identifiable": False}
     if res.rejected:
         warn(f"approach 2: {len(res.rejected)} of {len(res.minima)} budget(s) rejected: "
              + "; ".join(f"C={r['budget']:.3g} ({r['reason']})" for r in res.rejected[:5]))
-    if n_ok < 2:
-        warn(f"approach 2: only {n_ok} usable budget(s); no power law fitted")
-    summary = {"a": res.fit_n.exponent, "b": res.fit_d.exponent,
+    summary = {"identifiable": True, "a": res.fit_n.exponent, "b": res.fit_d.exponent,
                "a_ci": approach3.percentile_ci(res.a_samples), "b_ci": approach3.percentile_ci(res.b_samples),
                "N_coef": res.fit_n.coef, "D_coef": res.fit_d.coef, "n_budgets": n_ok, "rejected": res.rejected,
                "method": method, "curve_by": curve_by, "bootstrap": {"n": boot.n, "mode": boot.mode.value}}
@@ -194,16 +208,19 @@ def run_approach2(table: pd.DataFrame, p: Approach2Settings, warn) -> tuple[dict
 
 def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.ndarray | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Approach 3 on one group: summary and artefacts (``bounds``: the checked (5, 2) array, None: unbounded)."""
+    n, d, loss = (table[c].to_numpy(float) for c in ("N", "D", "loss"))
+    reason = approach3.identifiability(n, d)
+    if reason:
+        return not_identifiable(reason), {}
     grid = approach3.make_grid(None if p.grid is None else asdict(p.grid))
     schedule = [tuple(stage) for stage in p.schedule]
-    n, d, loss = (table[c].to_numpy(float) for c in ("N", "D", "loss"))
     started = time.perf_counter()
     fit = approach3.fit_parametric(n, d, loss, delta=p.huber_delta, grid=grid, bounds=bounds, schedule=schedule,
                                    n_polish=p.polish)
     fit_seconds = time.perf_counter() - started
     for note in fit.warnings:
         warn(note)
-    summary: dict[str, Any] = {k: fit.params[k] for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G")}
+    summary: dict[str, Any] = {"identifiable": True, **{k: fit.params[k] for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G")}}
     n_boot = p.bootstrap.n
     samples = np.empty((0, 5))
     if n_boot > 0:
@@ -219,13 +236,23 @@ def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.nd
 
 
 def fit_group(table: pd.DataFrame, s: ScalingLawsSettings, warn) -> tuple[dict, dict]:
-    """Every selected approach on one group of rows."""
+    """Every selected approach on one group of rows; an approach the data cannot identify is reported (summary
+    ``{identifiable: false, reason}`` and a warning) and the others still run; none identifiable is a UserError."""
     fits = {1: lambda: run_approach1(table, s.approach1), 2: lambda: run_approach2(table, s.approach2, warn),
             3: lambda: run_approach3(table, s.approach3, warn, s.bounds_array)}
-    summary, artefacts = {}, {}
+    summary, artefacts, reasons = {}, {}, []
     for k, fn in fits.items():
-        if k in s.approaches:
-            summary[f"approach{k}"], artefacts[f"approach{k}"] = fn()
+        if k not in s.approaches:
+            continue
+        part, parts = fn()
+        summary[f"approach{k}"] = part
+        if parts:
+            artefacts[f"approach{k}"] = parts
+        if not part["identifiable"]:
+            reasons.append(f"approach {k}: {part['reason']}")
+            warn(f"approach {k} not identifiable, left out: {part['reason']}")
+    if len(reasons) == len(summary):
+        raise UserError(f"{WHO}: no approach can be fitted on these {len(table)} points: {'; '.join(reasons)}")
     return summary, artefacts
 
 
@@ -277,7 +304,8 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | ScalingLawsSettings | N
         except UserError as exc:
             if label is None:
                 raise
-            warn(str(exc))
+            message = str(exc)
+            warn(message[len(WHO) + 2:] if message.startswith(f"{WHO}: ") else message)
             continue
         if label is None:
             summary.update(g_summary)
@@ -287,7 +315,8 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | ScalingLawsSettings | N
             collected.setdefault(name, []).append(frame)
         if s.figures:
             suffix = "" if label is None else "_" + "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in label)
-            for name, fig in plots.figures(group, artefacts, title=label).items():
+            fitted = {k: v for k, v in artefacts.items() if v.get("identifiable", True)}
+            for name, fig in plots.figures(group, fitted, title=label).items():
                 out.figure(name + suffix, fig)
     if group_by and not summary.get("groups"):
         raise UserError(f"{WHO}: no group of {', '.join(group_by)} could be fitted (see the warnings above)")

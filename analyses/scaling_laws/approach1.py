@@ -38,18 +38,61 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = Non
     return PowerLaw(slope, float(np.exp(intercept)), r2, int(len(lx)))
 
 
+MIN_BUDGETS = 3  # budgets that trade N against D that approach 1 needs
+
+
+def budgets(c: np.ndarray, bins: int = 30) -> np.ndarray:
+    """Each row's compute budget: its C when there are at most ``bins`` distinct C, else the centre of its bin of log C."""
+    c = np.asarray(c, float)
+    if not len(c) or len(np.unique(c)) <= bins:
+        return c.copy()
+    edges = np.linspace(np.log(c.min()), np.log(c.max()), bins + 1)
+    index = np.clip(np.searchsorted(edges, np.log(c), side="right") - 1, 0, bins - 1)
+    return np.exp((edges[index] + edges[index + 1]) / 2)
+
+
+def distinct(x: np.ndarray) -> int:
+    """How many distinct positive values (equal to 1e-9 relative)."""
+    x = np.asarray(x, float)
+    return int(len(np.unique(np.round(np.log(x), 9)))) if len(x) else 0
+
+
+def _trades(log_n: np.ndarray, log_d: np.ndarray) -> bool:
+    """Whether some model of a budget has a larger N and a smaller D than another (the budget's compute is split
+    differently, so its min-loss point is a minimum over N; with one N, a constant D or D growing with N it is not)."""
+    frame = pd.DataFrame({"n": log_n, "d": log_d}).groupby("n")["d"].agg(["min", "max"]).sort_index()
+    if len(frame) < 2:
+        return False
+    earlier_max = frame["max"].cummax().shift(1).to_numpy()
+    return bool(np.any(frame["min"].to_numpy()[1:] < earlier_max[1:]))
+
+
+def identifiability(n: np.ndarray, d: np.ndarray, c: np.ndarray, bins: int = 30) -> str | None:
+    """None when the envelope can identify N* ~ C^a: >= 3 budgets that each hold >= 2 distinct N splitting the
+    budget differently (a larger N with a smaller D); else what is missing, with the counts.
+
+    A budget whose models do not trade N against D has the largest model as its "optimum" whatever the losses: with
+    one N in the table the fit returns a = 0, b = 1, with a constant D a = 1; through two budgets any line passes."""
+    log_n, log_d = np.round(np.log(np.asarray(n, float)), 9), np.round(np.log(np.asarray(d, float)), 9)
+    labels = budgets(c, bins)
+    frame = pd.DataFrame({"budget": labels, "n": log_n, "d": log_d})
+    sizes = frame.groupby("budget")["n"].nunique()
+    trading = sum(_trades(g["n"].to_numpy(), g["d"].to_numpy()) for _, g in frame.groupby("budget"))
+    if trading >= MIN_BUDGETS:
+        return None
+    kind = "distinct C" if len(np.unique(np.asarray(c, float))) <= bins else f"bins of log C, approach1.bins={bins}"
+    return (f"{len(sizes)} compute budget(s) ({kind}): {int((sizes >= 2).sum())} with >= 2 distinct N, {trading} "
+            f"of them trading N against D (a larger N with a smaller D); the table has {distinct(n)} distinct N and "
+            f"{distinct(d)} distinct D; approach 1 needs >= {MIN_BUDGETS} such budgets")
+
+
 def envelope(n: np.ndarray, d: np.ndarray, c: np.ndarray, loss: np.ndarray, bins: int = 30) -> pd.DataFrame:
     """The min-loss point per compute budget: per distinct C when there are at most ``bins`` of them, else per bin of log C."""
     frame = pd.DataFrame({"N": np.asarray(n, float), "D": np.asarray(d, float), "C": np.asarray(c, float),
                           "loss": np.asarray(loss, float)})
     if not len(frame):
         return frame.assign(budget=[])
-    if frame["C"].nunique() <= bins:
-        frame["budget"] = frame["C"]
-    else:
-        edges = np.linspace(np.log(frame["C"].min()), np.log(frame["C"].max()), bins + 1)
-        index = np.clip(np.searchsorted(edges, np.log(frame["C"]), side="right") - 1, 0, bins - 1)
-        frame["budget"] = np.exp((edges[index] + edges[index + 1]) / 2)
+    frame["budget"] = budgets(frame["C"].to_numpy(), bins)
     best = frame.loc[frame.groupby("budget")["loss"].idxmin()].sort_values("budget").reset_index(drop=True)
     return best[["budget", "C", "N", "D", "loss"]]
 

@@ -56,6 +56,63 @@ def at_budget(curve_list: list[dict], budget: float, tolerance: float = 0.0, max
     return frame
 
 
+MIN_BUDGETS = 3  # usable budgets, drawing on as many measured compute values, that the power laws need
+
+
+def measured_levels(curve_list: list[dict], budgets: Sequence[float], tolerance: float = 0.0,
+                    max_gap: float | None = None) -> int:
+    """How many measured compute values the ``budgets`` draw on: the most checkpoints of one curve they interpolate
+    between, or the number of budgets that each lie on measured points, whichever is larger.
+
+    Budgets interpolated between the same two checkpoints of every curve (an isoFLOP table with two budgets: every
+    budget chosen in between) are mixtures of the same two measurements, not new ones."""
+    slack = np.log1p(tolerance) if tolerance > 0 else 0.0
+    gap = np.log1p(max_gap) if max_gap is not None else np.inf
+    touched: list[set[int]] = [set() for _ in curve_list]
+    on_points = 0
+    for budget in budgets:
+        lb = np.log(budget)
+        used, exact = False, True
+        for i, cv in enumerate(curve_list):
+            lc = cv["log_c"]
+            if lb < lc[0] - slack - 1e-12 or lb > lc[-1] + slack + 1e-12 or np.min(np.abs(lc - lb)) > gap + 1e-12:
+                continue
+            used = True
+            x = min(max(lb, lc[0]), lc[-1])
+            near = np.flatnonzero(np.abs(lc - x) <= 1e-6)
+            if len(near):
+                touched[i].add(int(near[0]))
+            else:
+                j = int(np.searchsorted(lc, x))
+                touched[i].update((j - 1, j))
+                exact = False
+        on_points += used and exact
+    return max(max((len(t) for t in touched), default=0), on_points)
+
+
+def identifiability(result: "IsoflopResult", curve_list: list[dict], n_sizes: int, min_models: int = 3,
+                    tolerance: float = 0.0, max_gap: float | None = None) -> str | None:
+    """None when the fit's usable budgets can identify N* ~ C^a and D* ~ C^b, else what is missing (with counts):
+    >= 3 usable budgets (each with >= max(min_models, 3) model sizes and its minimum inside them) drawing on >= 3
+    measured compute values."""
+    need = max(min_models, 3)
+    ok = result.minima["status"].eq("ok").to_numpy()
+    n_ok, n_all = int(ok.sum()), len(result.minima)
+    if not n_all:
+        return (f"no compute budget is reached by >= {need} model sizes ({n_sizes} distinct N in the table); "
+                f"approach 2 needs >= {MIN_BUDGETS} budgets with >= {need} model sizes each")
+    if n_ok < MIN_BUDGETS:
+        why = "; ".join(f"C={r['budget']:.3g} {r['reason']}" for r in result.rejected[:3])
+        return (f"{n_ok} of {n_all} budget(s) usable ({n_sizes} distinct N in the table); approach 2 needs >= "
+                f"{MIN_BUDGETS} budgets with >= {need} model sizes each and the minimum inside them"
+                + (f" (rejected: {why}{'; ...' if len(result.rejected) > 3 else ''})" if why else ""))
+    levels = measured_levels(curve_list, result.minima.loc[ok, "budget"].to_numpy(float), tolerance, max_gap)
+    if levels < MIN_BUDGETS:
+        return (f"the {n_ok} usable budgets draw on {levels} measured compute value(s) per curve (the others are "
+                f"interpolated between the same checkpoints); approach 2 needs >= {MIN_BUDGETS} measured budgets")
+    return None
+
+
 def budget_range(curve_list: list[dict], min_models: int = 3) -> tuple[float, float] | None:
     """The lowest and highest compute that at least ``min_models`` distinct N reach (None if none)."""
     spans: dict[float, list[float]] = {}

@@ -299,6 +299,31 @@ def _log_data(n: np.ndarray, d: np.ndarray, loss: np.ndarray) -> tuple[np.ndarra
     return tuple(np.log(x) for x in arrays)  # type: ignore[return-value]
 
 
+MIN_VALUES = 3  # distinct N and distinct D that the fit needs (two would leave E, A, alpha or E, B, beta traded off)
+COLLINEAR_RTOL = 1e-6  # log N and log D collinear when the smaller singular value of their centred spread is below this
+
+
+def identifiability(n: np.ndarray, d: np.ndarray) -> str | None:
+    """None when (N, D) can identify E, A, B, alpha and beta, else what is missing (with counts): >= 3 distinct N,
+    >= 3 distinct D, more points than parameters, and N and D not collinear in log space (D = k N^s on every point
+    mixes the N and D terms: the allocation a = beta / (alpha + beta) is then unknown)."""
+    log_n, log_d = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
+    counts = {"N": len(np.unique(np.round(log_n, 9))), "D": len(np.unique(np.round(log_d, 9)))}
+    short = [f"{k} distinct {name}" for name, k in counts.items() if k < MIN_VALUES]
+    if short:
+        return (f"{' and '.join(short)} in {len(log_n)} points; approach 3 needs >= {MIN_VALUES} distinct values of "
+                f"both N and D (spread in N and in D)")
+    if len(log_n) <= len(PARAM_NAMES):
+        return f"{len(log_n)} points for {len(PARAM_NAMES)} parameters; approach 3 needs >= {len(PARAM_NAMES) + 1}"
+    spread = np.column_stack([log_n - log_n.mean(), log_d - log_d.mean()])
+    sv = np.linalg.svd(spread, compute_uv=False)
+    if sv[1] <= COLLINEAR_RTOL * sv[0]:
+        slope = float(np.polyfit(log_n, log_d, 1)[0])
+        return (f"log N and log D are collinear on all {len(log_n)} points (D ~ N^{slope:.3g}; {counts['N']} distinct N, "
+                f"{counts['D']} distinct D); approach 3 needs N and D varied independently")
+    return None
+
+
 def _distinct(thetas: np.ndarray, objs: np.ndarray, k: int, tol: float = 1e-4) -> np.ndarray:
     """Indices of up to k rows, best objective first, whose parameters differ from the ones already taken."""
     order = np.argsort(objs, kind="stable")

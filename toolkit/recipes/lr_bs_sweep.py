@@ -7,7 +7,9 @@ Output Table columns, in this order:
 ``lr`` float (> 0), ``bs`` int64, ``seed`` Int64 (<NA> when unknown), ``momentum``/``lr_in``/``lr_hidden``/``lr_out``
 float (NaN when absent), ``decayed`` bool (False when absent), ``step`` and ``horizon`` int64 (tokens:
 ``bs * step * seq_len``, or the logged ``tokens_key``), ``train_loss`` and ``output_norm`` float (NaN where not
-logged or non-finite, i.e. after divergence). With ``aggregate_seeds: true`` the rows are per (configuration, step)
+logged or non-finite; ``train_loss`` is NaN too from the point where a run diverged: non-finite, an overflow such
+as MLflow's stored inf, or a blow-up over the run's early loss or the median at its horizon, see
+``toolkit.divergence``; the warning names each run and its step). With ``aggregate_seeds: true`` the rows are per (configuration, step)
 and ``run_id``, ``name`` and ``seed`` are dropped; ``train_loss`` / ``output_norm`` are means over seeds, next to
 ``train_loss_std``, ``train_loss_count`` (seeds with a finite loss) and ``output_norm_std`` (sample std, NaN for one).
 
@@ -29,8 +31,9 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from toolkit.divergence import DivergenceSettings, find_diverged
 from toolkit.errors import UserError
-from toolkit.recipes import TableRecipe, as_list
+from toolkit.recipes import TableRecipe, as_list, recipe_hints, source_hint
 from toolkit.runset import CONFIG_PREFIX, RunSet, coerce_number
 from toolkit.settings import Choice, Settings, as_settings, fail
 
@@ -107,6 +110,7 @@ class LrBsSweepSettings(Settings):
     layer_lr: LayerLr = LayerLr.hidden
     filters: SweepFilters = field(default_factory=SweepFilters)
     aggregate_seeds: bool = False
+    divergence: DivergenceSettings = field(default_factory=DivergenceSettings)
 
     def __post_init__(self) -> None:
         if not self.metrics.train_loss:
@@ -132,14 +136,21 @@ def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFr
     s = as_settings(LrBsSweepSettings, params, who=WHO)
     loss_key = s.metrics.train_loss
     if loss_key in runset.history.columns and len(runset.history) and not runset.history[loss_key].notna().any():
-        have = [k for k in runset.metric_keys if runset.history[k].notna().any()]
-        raise UserError(f"{WHO}: no run logged '{loss_key}' (metrics.train_loss); metric keys logged: {', '.join(have) or '(none)'}")
-    runs = _resolve_runs(runset.runs, s, warn)
+        hint = source_hint(runset, "lr_bs_sweep", metric_keys(s), "recipe.metrics.train_loss")
+        raise UserError(f"{WHO}: no run logged '{loss_key}' (metrics.train_loss); {hint}")
+    try:
+        runs = _resolve_runs(runset.runs, s, warn)
+    except UserError as exc:  # e.g. no lr/bs anywhere: the source may be meant for another recipe
+        hints = recipe_hints(runset, "lr_bs_sweep")
+        if not hints:
+            raise
+        raise UserError(f"{exc}; {'; '.join(hints[:2])}") from None
     runs = _apply_filters(runs, s.filters)
     runs = runs.sort_values(["bs", "lr", "seed", "name"], kind="stable").reset_index(drop=True)
     table = _long_table(runset.history, runs, s, warn)
     if table.empty:
-        raise UserError(f"{WHO}: none of the {len(runs)} selected run(s) logged '{loss_key}' (metrics.train_loss)")
+        hint = source_hint(runset, "lr_bs_sweep", metric_keys(s), "recipe.metrics.train_loss")
+        raise UserError(f"{WHO}: none of the {len(runs)} selected run(s) logged '{loss_key}' (metrics.train_loss); {hint}")
     table = _dedupe(table, runs, warn)
     return aggregate_seeds(table) if s.aggregate_seeds else table
 
@@ -342,11 +353,6 @@ def _long_table(history: pd.DataFrame, runs: pd.DataFrame, s: LrBsSweepSettings,
     if bad_step.any():
         i = np.flatnonzero(bad_step)[0]
         raise UserError(f"{WHO}: run '{name_of(i)}' has step {hist['step'].iloc[i]!r}; expected a non-negative integer")
-    inf_loss = np.isinf(loss)
-    if inf_loss.any():
-        warn(f"{WHO}: {len(np.unique(codes[inf_loss]))} run(s) diverged (non-finite {loss_key} set to NaN): "
-             f"{_examples(runs['name'].to_numpy()[np.unique(codes[inf_loss])])}")
-    loss[~np.isfinite(loss)] = np.nan
     norm[~np.isfinite(norm)] = np.nan
     step = step_num[present].astype(np.int64)
     codes, loss, norm = codes[present], loss[present], norm[present]
@@ -361,6 +367,11 @@ def _long_table(history: pd.DataFrame, runs: pd.DataFrame, s: LrBsSweepSettings,
         horizon = np.rint(tokens).astype(np.int64)
     else:
         horizon = runs["bs"].to_numpy(dtype=np.int64)[codes] * step * runs["seq_len"].to_numpy(dtype=float)[codes].astype(np.int64)
+    names = runs["name"].to_numpy()
+    div = find_diverged(loss, codes, step, horizon, s.divergence, metric=str(loss_key), run_label=lambda c: str(names[c]))
+    if div.n_runs:
+        warn(div.message(WHO, f"set to NaN in {loss_key}"))
+    loss[div.diverged | ~np.isfinite(loss)] = np.nan
     order = np.lexsort((step, codes))  # runs in their resolved order, then steps
     table = runs.iloc[codes[order]][["run_id", "name", *CONFIG_FIELDS]].reset_index(drop=True)
     table["step"] = step[order]

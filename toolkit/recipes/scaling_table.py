@@ -10,7 +10,9 @@ Three shapes of input give the same table:
 - ``loader: misfitting | warmstarting | porian`` with ``path``: the seeds' public data through
   ``toolkit.scaling_data`` (the tracker is not used; Porian et al.'s pickle only with ``allow_pickle: true``).
 C is ``columns.C`` when named, else flops_per_token * D when given, else the loader's C, else 6 N D. Rows with
-non-positive or non-finite N, D, C or loss are reported and dropped. ``best_over`` keeps, for each (N, D)
+non-positive or non-finite N, D, C or loss are reported and dropped; so are diverged points (``divergence``, see
+``toolkit.divergence``: an overflowing loss, or a blow-up over the run's early loss or the median at the same D; a
+run stays diverged over its later steps), named in a warning. ``best_over`` keeps, for each (N, D)
 (+ ``keep_columns``), the row with the lowest loss over the listed columns (e.g. the best peak_lr per (N, D)); the
 rows then stand for (N, D) points rather than one run's checkpoints, so ``run_id`` and ``step`` are dropped.
 The options, their defaults and types are ``ScalingTableSettings`` (documented in conf/recipe/scaling_table.yaml).
@@ -25,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from toolkit import scaling_data
+from toolkit.divergence import DivergenceSettings, find_diverged
 from toolkit.errors import UserError
-from toolkit.recipes import TableRecipe, as_list
+from toolkit.recipes import TableRecipe, as_list, recipe_hints
 from toolkit.runset import CONFIG_PREFIX, SUMMARY_PREFIX, RunSet
 from toolkit.settings import Choice, Settings, as_settings, fail
 
@@ -64,6 +67,7 @@ class ScalingTableSettings(Settings):
     path: Optional[str] = None
     allow_pickle: bool = False
     loader_options: Dict[str, Any] = field(default_factory=dict)
+    divergence: DivergenceSettings = field(default_factory=DivergenceSettings)
 
     def __post_init__(self) -> None:
         for key in ("tokens_per_step", "flops_per_token"):
@@ -175,11 +179,37 @@ def table_from_frame(frame: pd.DataFrame, s: ScalingTableSettings, warn: Callabl
         out[name] = series.to_numpy()
     if from_history:
         out = out[out["loss"].notna()]  # steps where another metric was logged, not the loss
+    out = _drop_diverged(out, frame, s, warn)
     out = _drop_bad_rows(out, warn)
     if best_over:
         out = best_rows(out, keys=["N", "D", *keep], warn=warn)
         out = out.drop(columns=[c for c in ("run_id", "step") if c in out.columns and c not in keep + best_over])
     return out.reset_index(drop=True)
+
+
+def _drop_diverged(table: pd.DataFrame, frame: pd.DataFrame, s: ScalingTableSettings,
+                   warn: Callable[[str], None]) -> pd.DataFrame:
+    """Drop (and name) the points of diverged runs (toolkit.divergence): per run_id over its steps when the frame
+    holds run curves, else each row on its own (the overflow rule and the median at its D)."""
+    if not len(table):
+        return table
+    curves = "run_id" in frame.columns and "step" in frame.columns and not frame["run_id"].is_unique
+    label: Callable[[Any], str] = str
+    if curves:
+        run = frame.loc[table.index, "run_id"].astype(str).to_numpy()
+        order = pd.to_numeric(frame.loc[table.index, "step"], errors="coerce").to_numpy(float)
+        if "name" in frame.columns:  # warnings name runs by their names
+            names = dict(zip(frame["run_id"].astype(str), frame["name"].astype(str)))
+            label = lambda rid: names.get(rid, rid)  # noqa: E731
+    else:
+        run = np.array([f"row {i}" for i in table.index], dtype=object)
+        order = None
+    div = find_diverged(table["loss"].to_numpy(float), run, order, table["D"].to_numpy(float), s.divergence,
+                        position_name="D", run_label=label)
+    if not div.n_runs:
+        return table
+    warn(div.message(WHO, "dropped", step="step" if curves else None))
+    return table.loc[~div.diverged]
 
 
 def _drop_bad_rows(table: pd.DataFrame, warn: Callable[[str], None]) -> pd.DataFrame:
@@ -253,7 +283,13 @@ def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFr
         if not len(runset.history):
             raise UserError(f"{WHO}: the tracker returned no history rows (check tracker.path and select)")
         points = _one_point_per_run(runset.history)  # a flat table: a row without a loss is a bad row, not a gap
-        table = table_from_frame(joined_history(runset), s, warn, from_history=not points, keep_run_columns=not points)
+        try:
+            table = table_from_frame(joined_history(runset), s, warn, from_history=not points, keep_run_columns=not points)
+        except UserError as exc:  # a missing column: the source may be meant for another recipe
+            hints = recipe_hints(runset, "scaling_table", "recipe.columns.loss")
+            if not hints:
+                raise
+            raise UserError(f"{exc}; {'; '.join(hints[:2])}") from None
     if not len(table):
         raise UserError(f"{WHO}: no rows with positive finite N, D, C and loss are left")
     return table
