@@ -78,8 +78,7 @@ NAME_COLUMNS = ("run_name", "name", "Name")
 WANDB_META = ("Created", "Runtime", "Notes", "State", "Updated", "Tags", "Sweep", "User", "ID", "Group", "Job Type",
               "Hostname", "Commit", "GitHub", "Description")
 _RUN, _STEP, _NAME = "\x00run", "\x00step", "\x00name"  # internal column names that cannot clash with a file's
-_SRC, _ROW = "\x00src", "\x00row"  # which file (index into the sources) and data row (1-based) a row came from
-_INTERNAL = (_RUN, _STEP, _NAME, _SRC, _ROW)
+_INTERNAL = (_RUN, _STEP, _NAME)
 
 
 def bundled_example() -> Path:
@@ -267,9 +266,8 @@ class _Wide:
     numeric: list[str]  # value columns served when keys is None
 
 
-def _wide_piece(path: Path, frame: pd.DataFrame, run_col: str | None, step_col: str, source: int = 0) -> pd.DataFrame:
-    """Rename a wide file's run and step columns to the internal names (run = file stem when absent) and tag each
-    row with its file (``source``) and data row."""
+def _wide_piece(path: Path, frame: pd.DataFrame, run_col: str | None, step_col: str) -> pd.DataFrame:
+    """Rename a wide file's run and step columns to the internal names (run = file stem when absent)."""
     id_col, name_col = _first_present(frame.columns, ID_COLUMNS), _first_present(frame.columns, NAME_COLUMNS)
     out = frame.rename(columns={step_col: _STEP})
     if id_col and name_col:
@@ -286,8 +284,6 @@ def _wide_piece(path: Path, frame: pd.DataFrame, run_col: str | None, step_col: 
         raise UserError(f"{path}: step column '{step_col}' has {frame[step_col].iloc[i]!r} in data row {i + 1}; "
                         f"expected whole numbers")
     out[_STEP] = steps.to_numpy(dtype=float).astype(np.int64)
-    out[_SRC] = np.full(len(out), source, dtype=np.int64)
-    out[_ROW] = np.arange(1, len(out) + 1, dtype=np.int64)
     return out
 
 
@@ -297,13 +293,14 @@ def _show(value: Any) -> str:
 
 
 def _build_wide(frame: pd.DataFrame, sources: Sequence[Path] = (), on_conflict: str = "error",
-                warnings: list[str] | None = None) -> _Wide:
+                warnings: list[str] | None = None, starts: Sequence[int] = (0,)) -> _Wide:
     """Runs table and sorted history arrays of concatenated wide pieces (vectorised).
 
     Repeated (run, step) rows: exact copies are dropped (counted in a warning); rows that fill different columns
     (an eval row logged apart) are merged; rows that disagree on a value are an error, or merged by ``on_conflict``
     (first, last, mean) with a warning. A metric column holding numbers and text is read as numbers, the text as
-    missing, with a warning naming where.
+    missing, with a warning naming where. ``frame`` is the files' frames concatenated (``sources``, the first rows at
+    ``starts``): messages name a row's file and data row.
     """
     warnings = warnings if warnings is not None else []
     raw_codes, uniques = pd.factorize(frame[_RUN], use_na_sentinel=False)
@@ -312,19 +309,17 @@ def _build_wide(frame: pd.DataFrame, sources: Sequence[Path] = (), on_conflict: 
     codes = codes2[raw_codes].astype(np.int64)
     run_ids = np.asarray(ids2, dtype=object)
     steps = frame[_STEP].to_numpy(dtype=np.int64)
-    n_rows = len(frame)
-    src = frame[_SRC].to_numpy(dtype=np.int64) if _SRC in frame.columns else np.zeros(n_rows, dtype=np.int64)
-    row = frame[_ROW].to_numpy(dtype=np.int64) if _ROW in frame.columns else np.arange(1, n_rows + 1, dtype=np.int64)
     value_cols = [c for c in frame.columns if c not in _INTERNAL]
     values = frame[value_cols].reset_index(drop=True)
+    order = None
     if len(codes) > 1 and not _is_sorted(codes, steps):
         order = np.lexsort((steps, codes))  # stable: repeated rows keep file order, then row order
-        codes, steps, src, row = codes[order], steps[order], src[order], row[order]
+        codes, steps = codes[order], steps[order]
         values = values.take(order).reset_index(drop=True)
-    where = _Where(run_ids, sources)
-    values = _numbers_among_text(values, codes, steps, src, row, where, warnings)
+    where = _Where(run_ids, sources, np.asarray(starts, dtype=np.int64), order)
+    values = _numbers_among_text(values, codes, steps, where, warnings)
     if len(codes) > 1 and ((codes[1:] == codes[:-1]) & (steps[1:] == steps[:-1])).any():
-        codes, steps, values = _merge_repeats(values, codes, steps, src, row, where, on_conflict, warnings)
+        codes, steps, values = _merge_repeats(values, codes, steps, where, on_conflict, warnings)
     names = run_ids
     if _NAME in frame.columns:
         names = frame[_NAME].groupby(raw_codes).first().astype(str).to_numpy(dtype=object)
@@ -348,20 +343,36 @@ def _build_wide(frame: pd.DataFrame, sources: Sequence[Path] = (), on_conflict: 
 
 @dataclass
 class _Where:
-    """Names a row of the concatenated wide files in messages: run, step, file, data row."""
+    """Names a row of the sorted wide rows in messages (run, step, file, data row), worked out only when needed."""
 
     run_ids: np.ndarray
     sources: Sequence[Path]
+    starts: np.ndarray  # first row of each source in the concatenated frame
+    order: np.ndarray | None  # sorted position -> concatenated position (None: not reordered)
+
+    def source(self, i: Any) -> Any:
+        """The source index of sorted row(s) ``i``."""
+        pos = np.asarray(i) if self.order is None else self.order[i]
+        return np.searchsorted(self.starts, pos, side="right") - 1
 
     def file(self, src: int) -> str:
         return self.sources[src].name if 0 <= src < len(self.sources) else "the file"
 
-    def cell(self, code: int, step: int, src: int, row: int) -> str:
-        return f"run '{self.run_ids[code]}' step {step} ({self.file(src)}, data row {row})"
+    def files(self, rows: np.ndarray) -> str:
+        return ", ".join(sorted({self.file(int(s)) for s in np.atleast_1d(self.source(rows))}))
+
+    def at(self, i: int) -> str:
+        """'<file>, data row <n>' of sorted row ``i``."""
+        pos = int(i if self.order is None else self.order[i])
+        src = int(np.searchsorted(self.starts, pos, side="right") - 1)
+        return f"{self.file(src)}, data row {pos - int(self.starts[src]) + 1}"
+
+    def cell(self, code: int, step: int, i: int) -> str:
+        return f"run '{self.run_ids[code]}' step {step} ({self.at(i)})"
 
 
-def _numbers_among_text(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarray, src: np.ndarray,
-                        row: np.ndarray, where: _Where, warnings: list[str]) -> pd.DataFrame:
+def _numbers_among_text(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarray, where: _Where,
+                        warnings: list[str]) -> pd.DataFrame:
     """Text columns that vary within runs and hold numbers as well (a metric with a stray string): numbers, the
     rest missing, with one warning per column. Text constant within runs (config such as 'adam') is left alone."""
     same_run = codes[1:] == codes[:-1]
@@ -372,22 +383,22 @@ def _numbers_among_text(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarr
         if _constant_within_runs(series, same_run):
             continue
         coerced = series.map(coerce_number)
-        is_number = coerced.map(lambda v: isinstance(v, (int, float, np.integer, np.floating))
-                                and not isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-        bad = ~is_number & coerced.notna().to_numpy(dtype=bool)
+        present = coerced.notna().to_numpy(dtype=bool)
+        is_number = present & coerced.map(lambda v: isinstance(v, (int, float, np.integer, np.floating))
+                                          and not isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        bad = present & ~is_number
         if not is_number.any() or not bad.any():
             continue
         i = int(np.flatnonzero(bad)[0])
-        files = sorted({where.file(int(s)) for s in src[bad]})
-        warnings.append(f"{', '.join(files)}: column '{col}' holds numbers and {int(bad.sum())} value(s) that are "
-                        f"not, read as missing, e.g. {_show(series.iloc[i])} at "
-                        f"{where.cell(int(codes[i]), int(steps[i]), int(src[i]), int(row[i]))}; expected numbers")
+        warnings.append(f"{where.files(np.flatnonzero(bad))}: column '{col}' holds numbers and {int(bad.sum())} "
+                        f"value(s) that are not, read as missing, e.g. {_show(series.iloc[i])} at "
+                        f"{where.cell(int(codes[i]), int(steps[i]), i)}; expected numbers")
         values[col] = pd.to_numeric(coerced.where(is_number, None), errors="coerce").astype(float)
     return values
 
 
-def _merge_repeats(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarray, src: np.ndarray, row: np.ndarray,
-                   where: _Where, on_conflict: str, warnings: list[str]) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def _merge_repeats(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarray, where: _Where, on_conflict: str,
+                   warnings: list[str]) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """One row per (run, step) of rows sorted by (run, step) (see ``_build_wide``); only repeated rows are grouped."""
     repeat = (codes[1:] == codes[:-1]) & (steps[1:] == steps[:-1])
     in_group = np.zeros(len(codes), dtype=bool)
@@ -401,32 +412,31 @@ def _merge_repeats(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarray, s
     same = sub.assign(**{_RUN: gid}).duplicated(keep="first").to_numpy()  # a copy of an earlier row of its group
     if same.any():
         first = idx[int(np.flatnonzero(same)[0])]
-        files = sorted({where.file(int(s)) for s in src[idx[same]]})
-        warnings.append(f"{', '.join(files)}: {int(same.sum())} identical duplicate row(s) dropped (the same run, "
-                        f"step and values as an earlier row), e.g. "
-                        f"{where.cell(int(codes[first]), int(steps[first]), int(src[first]), int(row[first]))}")
-        idx, gid, sub = idx[~same], gid[~same], sub[~same].reset_index(drop=True)
-    distinct = sub.groupby(gid, sort=True).nunique(dropna=True)
+        warnings.append(f"{where.files(idx[same])}: {int(same.sum())} identical duplicate row(s) dropped (the same "
+                        f"run, step and values as an earlier row), e.g. {where.cell(int(codes[first]), int(steps[first]), first)}")
+        idx, gid = idx[~same], gid[~same]
+        sub = sub[~same].reset_index(drop=True)
+    distinct = _distinct_values(sub, gid)
     clash = distinct.to_numpy() > 1
     if clash.any():
         g, c = (int(x[0]) for x in np.nonzero(clash))
         col = distinct.columns[c]
         rows = np.flatnonzero(gid == distinct.index[g])
         column = sub[col].iloc[rows]
-        a = int(rows[0]) if pd.notna(column.iloc[0]) else int(rows[np.flatnonzero(column.notna().to_numpy())[0]])
+        a = int(rows[np.flatnonzero(column.notna().to_numpy())[0]])
         b = int(rows[np.flatnonzero((column.notna() & (column != sub[col].iloc[a])).to_numpy())[0]])
         ia, ib = idx[a], idx[b]
         example = (f"run '{where.run_ids[codes[ia]]}' step {int(steps[ia])} '{col}': {_show(sub[col].iloc[a])} "
-                   f"({where.file(int(src[ia]))}, data row {int(row[ia])}) vs {_show(sub[col].iloc[b])} "
-                   f"({where.file(int(src[ib]))}, data row {int(row[ib])})")
+                   f"({where.at(ia)}) vs {_show(sub[col].iloc[b])} ({where.at(ib)})")
         n_rows, n_cells = int(clash.any(axis=1).sum()), int(clash.sum())
         if on_conflict == "error":
             raise UserError(f"tracker.path: {n_rows} (run, step) row(s) appear more than once with different values, "
                             f"e.g. {example}; expected one value per run, step and column (tracker.on_conflict="
                             f"first|last|mean merges them)")
-        kept = {"first": "the first", "last": "the last", "mean": "the mean"}[on_conflict]
+        kept = {"first": "the first (in file order)", "last": "the last (in file order)",
+                "mean": "their mean (numbers; other values: the last)"}[on_conflict]
         warnings.append(f"tracker.on_conflict={on_conflict}: {n_cells} value(s) in {n_rows} repeated (run, step) "
-                        f"row(s) disagree; kept {kept} (in file order), e.g. {example}")
+                        f"row(s) disagree; kept {kept}, e.g. {example}")
     grouped = sub.groupby(gid, sort=True)
     if on_conflict == "first":
         merged = grouped.first()
@@ -445,6 +455,20 @@ def _merge_repeats(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarray, s
     values = pd.concat([values[keep], merged.reset_index(drop=True)], ignore_index=True)
     order = np.lexsort((steps, codes))
     return codes[order], steps[order], values.take(order).reset_index(drop=True)
+
+
+def _distinct_values(frame: pd.DataFrame, groups: np.ndarray) -> pd.DataFrame:
+    """Distinct non-null values per group (rows) and column, counted only where a column is filled more than once
+    in a group (rows that fill different columns, the usual case, cost one count)."""
+    filled = frame.notna().groupby(groups, sort=True).sum()
+    twice = filled.to_numpy() > 1
+    out = pd.DataFrame(np.minimum(filled.to_numpy(), 1), index=filled.index, columns=frame.columns)
+    if twice.any():
+        rows, cols = np.flatnonzero(twice.any(axis=1)), np.flatnonzero(twice.any(axis=0))
+        pick = np.isin(groups, filled.index[rows])
+        counted = frame.iloc[pick, cols].groupby(groups[pick], sort=True).nunique(dropna=True)
+        out.iloc[rows, cols] = counted.to_numpy()
+    return out
 
 
 def _constant_within_runs(col: pd.Series, same_run: np.ndarray) -> bool:
@@ -709,6 +733,10 @@ def _scan_run_folders(root: Path, warnings: list[str]) -> _Folders:
             what = "there is none" if not (metrics.exists() or metrics.is_symlink()) else f"it is {_kind(metrics)}"
             warnings.append(f"run '{run_id}' ({run_dir}): no readable {METRICS} ({what}); the run is kept without "
                             f"a history")
+        for name in (CONFIG, SUMMARY):
+            odd = run_dir / name
+            if (odd.exists() or odd.is_symlink()) and not odd.is_file():
+                warnings.append(f"run '{run_id}' ({run_dir}): skipped its {name}: {_kind(odd)}, not a regular file")
         config = _read_json(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else {}
         if (run_dir / SUMMARY).is_file():
             summary = _read_json(run_dir / SUMMARY)
@@ -817,7 +845,7 @@ class LocalTracker(TrackerBase):
                 warnings.append(f"{file.name}: a W&B export has one row per run (summary values) and no per-step "
                                 f"history; its numeric columns are read as metrics at step 0")
             elif step_col is not None and (run_col is not None or in_folder):
-                wide_pieces.append(_wide_piece(file, frame, run_col, step_col, source=len(sources)))
+                wide_pieces.append(_wide_piece(file, frame, run_col, step_col))
                 sources.append(file)
             elif run_col is not None or step_col is not None:
                 found = f"run column '{run_col}'" if run_col else f"step column '{step_col}'"
@@ -830,7 +858,8 @@ class LocalTracker(TrackerBase):
         self._wide = None
         if wide_pieces:
             wide = pd.concat(wide_pieces, ignore_index=True, sort=False) if len(wide_pieces) > 1 else wide_pieces[0]
-            self._wide = _build_wide(wide, sources, self.on_conflict, warnings)
+            starts = np.cumsum([0] + [len(p) for p in wide_pieces[:-1]])
+            self._wide = _build_wide(wide, sources, self.on_conflict, warnings, starts)
         self._static = None
         if statics:
             self._static = _Static(pd.concat([s.runs for s in statics], ignore_index=True, sort=False),
@@ -925,7 +954,9 @@ def _warn_relogged(out: pd.DataFrame, cols: list[str], dirs: Mapping[str, Path],
     repeated = out[out.duplicated(["run_id", "step"], keep=False)]
     if not cols or not len(repeated):
         return
-    distinct = repeated.groupby(["run_id", "step"], sort=True)[cols].nunique(dropna=True)
+    grouped = repeated.groupby(["run_id", "step"], sort=True)
+    distinct = _distinct_values(repeated[cols], grouped.ngroup().to_numpy())
+    distinct.index = grouped.size().index[distinct.index]  # group numbers -> (run_id, step)
     clash = distinct.to_numpy() > 1
     if not clash.any():
         return

@@ -444,26 +444,33 @@ class MlflowTracker(TrackerBase):
     def _check_points(self, run_ids: list[str], hits: Mapping[str, Any], keys: list[str]
                       ) -> tuple[dict[str, dict[str, list[int]]], dict[str, int | None]]:
         """The runs' fingerprints now, and for each cached run that changed the step after which it must be fetched
-        again (None: in full).
+        again (None: in full). All queries run in one read transaction (one snapshot of the store).
 
         Points are only ever added. Per key, with ``n, t, e`` cached (points, newest timestamp, points stamped ``t``)
-        and ``n'`` points now: ``n' == n``: unchanged. Else every new point is stamped at or after ``t`` exactly when
-        the store holds ``e + n' - n`` points from ``t`` on; then the lowest of their steps bounds every changed
-        step. A key with nothing cached is fetched from its first step; anything else (fewer points, a new point
-        stamped before ``t``) fetches the run in full."""
+        and ``n'`` points now (a count over an index): ``n' == n``: unchanged, nothing more is read. Else every new
+        point is stamped at or after ``t`` exactly when the store holds ``e + n' - n`` points from ``t`` on (a range
+        of the primary key); then the lowest of their steps bounds every changed step. A key with nothing cached is
+        fetched from its first step; anything else (fewer points, a new point stamped before ``t``, e.g. a skewed
+        clock) fetches the run in full. Newest timestamps are looked up only for keys that changed (or were never
+        cached), so an unchanged run, even one left RUNNING by a dead process, costs one count per key."""
         source = SqlSource(self.uri, stats=self.stats)
         try:
-            now = self._retrying(lambda: source.fingerprints(run_ids, keys))
-            marks, firsts, since = [], [], {}
-            for run_id, hit in hits.items():
-                old, new = hit.fingerprint, now.get(run_id, {})
-                changed = [k for k in keys if _points_of(old, k)[0] != _points_of(new, k)[0]]
+            now = self._retrying(lambda: source.counts(run_ids, keys))
+            marks, firsts, since, stale = [], [], {}, []
+            for run_id in run_ids:
+                hit = hits.get(run_id)
+                if hit is None:  # fetched in full: its fingerprint is taken now
+                    stale += [(run_id, k) for k in now[run_id]]
+                    continue
+                old, new = hit.fingerprint, now[run_id]
+                changed = [k for k in keys if _points_of(old, k)[0] != new.get(k, 0)]
                 if not changed:
                     continue
                 since[run_id] = -1
+                stale += [(run_id, k) for k in changed if new.get(k, 0)]
                 for k in changed:
                     n_old, t_old, _ = _points_of(old, k)
-                    if _points_of(new, k)[0] < n_old:
+                    if new.get(k, 0) < n_old:
                         since[run_id] = None
                     elif n_old == 0:
                         firsts.append((run_id, k))
@@ -471,13 +478,14 @@ class MlflowTracker(TrackerBase):
                         marks.append((run_id, k, t_old))
             found = self._retrying(lambda: source.changed_since(marks)) if marks else {}
             first = self._retrying(lambda: source.first_steps(firsts)) if firsts else {}
+            newest = self._retrying(lambda: source.newest(stale)) if stale else {}
         finally:
             source.close()
         lowest: dict[str, list[int]] = defaultdict(list)
-        for run_id, k, t_old in marks:
+        for run_id, k, _ in marks:
             n_old, _, e_old = _points_of(hits[run_id].fingerprint, k)
             count, step = found.get((run_id, k), (0, 0))
-            if count != e_old + _points_of(now[run_id], k)[0] - n_old:
+            if count != e_old + now[run_id].get(k, 0) - n_old:
                 since[run_id] = None  # some new point is stamped before the newest cached one
             else:
                 lowest[run_id].append(step)
@@ -486,8 +494,18 @@ class MlflowTracker(TrackerBase):
         for run_id in since:
             if since[run_id] is not None:
                 since[run_id] = min(lowest[run_id]) - 1 if lowest[run_id] else None
+        fingerprints: dict[str, dict[str, list[int]]] = {}
+        for run_id in run_ids:
+            old = hits[run_id].fingerprint if run_id in hits else {}
+            fp = {}
+            for k, n in now[run_id].items():
+                if (run_id, k) in newest:
+                    fp[k] = [n, *newest[(run_id, k)]]
+                elif _points_of(old, k)[0] == n:
+                    fp[k] = list(_points_of(old, k))
+            fingerprints[run_id] = fp
         self.stats["changed_runs"] += len(since)
-        return now, since
+        return fingerprints, since
 
     def _save(self, cache: HistoryCache, run_id: str, keys: list[str], frame: pd.DataFrame,
               fingerprint: Mapping[str, Any] | None) -> None:

@@ -279,43 +279,43 @@ class SqlSource:
         return cols, kidx[~exact].tolist()
 
     # ------------------------------------------------------------------ sqlite: what changed since a cached read
-    @property
-    def can_fingerprint(self) -> bool:
-        """Whether ``fingerprints`` and ``changed_since`` are available (sqlite stores)."""
-        return self.scheme == "sqlite"
-
     def _marks(self, conn: sqlite3.Connection, marks: Sequence[tuple[str, str, int]]) -> None:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS want_marks "
                      "(run_uuid TEXT, key TEXT, ts INTEGER, PRIMARY KEY (run_uuid, key)) WITHOUT ROWID")
         conn.execute("DELETE FROM want_marks")
         conn.executemany("INSERT INTO want_marks VALUES (?, ?, ?)", [(r, k, int(t)) for r, k, t in marks])
 
-    def fingerprints(self, run_ids: Sequence[str], keys: Sequence[str]) -> dict[str, dict[str, list[int]]]:
-        """``{run: {key: [points, newest timestamp, points at that timestamp]}}`` for the keys each run logged.
-
-        MLflow only ever adds points (a re-logged step is one more row), so an unchanged count means unchanged
-        points. All three queries run in one read transaction (one snapshot): the count walks the (run, key, step)
-        index without touching the table; the newest timestamp is read backwards along the primary key (key,
-        timestamp, ...), which stops at the run's newest point (few steps for a running run)."""
+    def counts(self, run_ids: Sequence[str], keys: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{run: {key: points}}`` (keys with points only): a count per run and key over the (run, key, step)
+        index, which holds every column it needs (no point is read from the table)."""
         conn = self._sqlite()
         self._fill(conn, run_ids, keys)
-        run_key, pk = self._index(conn, "run_key"), self._index(conn, "pk")
+        run_key = self._index(conn, "run_key")
         by_run = f' INDEXED BY "{run_key}"' if run_key else ""
+        self.stats["check_queries"] += 1
+        rows = conn.execute(
+            "SELECT r.run_uuid, k.key, (SELECT count(*) FROM metrics m" + by_run + " WHERE m.run_uuid = r.run_uuid "
+            "AND m.key = k.key) FROM want_runs r CROSS JOIN want_keys k").fetchall()
+        out: dict[str, dict[str, int]] = {r: {} for r in run_ids}
+        for r, k, n in rows:
+            if n:
+                out[r][k] = int(n)
+        return out
+
+    def newest(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        """``{(run, key): (newest timestamp, points stamped with it)}``: read backwards along the primary key (key,
+        timestamp, ...), which stops at the run's newest point (a few entries for a run that is logging)."""
+        conn = self._sqlite()
+        self._marks(conn, [(r, k, 0) for r, k in pairs])
+        pk = self._index(conn, "pk")
         by_pk = f' INDEXED BY "{pk}"' if pk else ""
         self.stats["check_queries"] += 2
-        counts = conn.execute(
-            "SELECT run_uuid, key, n, (SELECT m.timestamp FROM metrics m" + by_pk + " WHERE m.key = c.key AND "
-            "m.run_uuid = c.run_uuid ORDER BY m.timestamp DESC LIMIT 1) FROM (SELECT r.run_uuid AS run_uuid, "
-            "k.key AS key, (SELECT count(*) FROM metrics m" + by_run + " WHERE m.run_uuid = r.run_uuid AND "
-            "m.key = k.key) AS n FROM want_runs r CROSS JOIN want_keys k) c WHERE n > 0").fetchall()
-        self._marks(conn, [(r, k, t) for r, k, _, t in counts])
-        at_newest = {(r, k): n for r, k, n in conn.execute(
-            "SELECT w.run_uuid, w.key, count(*) FROM want_marks w CROSS JOIN metrics m" + by_pk +
-            " WHERE m.key = w.key AND m.timestamp = w.ts AND m.run_uuid = w.run_uuid GROUP BY w.run_uuid, w.key")}
-        out: dict[str, dict[str, list[int]]] = {r: {} for r in run_ids}
-        for r, k, n, t in counts:
-            out[r][k] = [int(n), int(t), int(at_newest.get((r, k), 0))]
-        return out
+        conn.execute("UPDATE want_marks SET ts = (SELECT m.timestamp FROM metrics m" + by_pk + " WHERE m.key = "
+                     "want_marks.key AND m.run_uuid = want_marks.run_uuid ORDER BY m.timestamp DESC LIMIT 1)")
+        rows = conn.execute(
+            "SELECT w.run_uuid, w.key, w.ts, (SELECT count(*) FROM metrics m" + by_pk + " WHERE m.key = w.key AND "
+            "m.timestamp = w.ts AND m.run_uuid = w.run_uuid) FROM want_marks w WHERE w.ts IS NOT NULL").fetchall()
+        return {(r, k): (int(t), int(n)) for r, k, t, n in rows}
 
     def changed_since(self, marks: Sequence[tuple[str, str, int]]) -> dict[tuple[str, str], tuple[int, int]]:
         """``{(run, key): (points, lowest step)}`` of the points stamped at or after each mark's timestamp (a range

@@ -355,8 +355,10 @@ def benchmark(
                     if slow is not None and size >= slow[0]:
                         timing = CellTiming(math.nan, None, 0, f"not run: the smaller {slow[1]} was skipped ({slow[2]})")
                     else:
-                        timing = time_cell(lambda: estimate(w, spec, dtype=dtype, seed=seed), device, repeats, warmup,
-                                           budget_s)
+                        def call(w=w, spec=spec, dtype=dtype):
+                            return estimate(w, spec, dtype=dtype, seed=seed)
+
+                        timing = time_cell(call, device, repeats, warmup, budget_s)
                     if timing.skipped:
                         if slow is None or size < slow[0]:
                             too_slow[(spec, dtype_name(dtype))] = (size, _shape_text(shape), timing.skipped)

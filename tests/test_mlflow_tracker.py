@@ -5,7 +5,6 @@ import math
 import time
 
 import numpy as np
-import pandas as pd
 import pandas.testing as pdt
 import pytest
 

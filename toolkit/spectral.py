@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from toolkit.errors import UserError, require_extra
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    import torch  # noqa: F401
 
 METHODS = ("exact", "matrix_norm", "power", "ns5-fast", "ns3-accurate")
 ITERATIVE = ("power", "ns5-fast", "ns3-accurate")

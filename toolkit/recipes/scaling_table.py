@@ -123,6 +123,10 @@ def _numeric(series: pd.Series) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").astype(float)
 
 
+class KeptColumnMissing(UserError):
+    """A column asked for besides N, D, C and loss is not in the source."""
+
+
 def _have(frame: pd.DataFrame) -> str:
     """The column names of a frame, for error messages (config./summary. prefixes kept)."""
     names = [str(c) for c in frame.columns]
@@ -175,7 +179,8 @@ def table_from_frame(frame: pd.DataFrame, s: ScalingTableSettings, warn: Callabl
     for name in dict.fromkeys(keep + best_over):
         series = lookup_column(frame, name)
         if series is None:
-            raise UserError(f"{WHO}: no column '{name}' (named in recipe.keep_columns or recipe.best_over); columns: {_have(frame)}")
+            raise KeptColumnMissing(f"{WHO}: no column '{name}' (named in recipe.keep_columns or recipe.best_over, or "
+                                    f"grouped by in an analysis, e.g. analysis.scaling_laws.group_by); columns: {_have(frame)}")
         out[name] = series.to_numpy()
     if from_history:
         out = out[out["loss"].notna()]  # steps where another metric was logged, not the loss
@@ -285,6 +290,8 @@ def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFr
         points = _one_point_per_run(runset.history)  # a flat table: a row without a loss is a bad row, not a gap
         try:
             table = table_from_frame(joined_history(runset), s, warn, from_history=not points, keep_run_columns=not points)
+        except KeptColumnMissing:  # an extra column asked for: the source itself fits this recipe
+            raise
         except UserError as exc:  # a missing column: the source may be meant for another recipe
             hints = recipe_hints(runset, "scaling_table", "recipe.columns.loss")
             if not hints:
