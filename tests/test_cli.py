@@ -205,7 +205,8 @@ def test_a_buggy_analysis_next_to_a_good_one(sweep_file, tmp_path):
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")]
 
 
-def test_interrupted_run_cleans_up_and_says_so(sweep_file, tmp_path):
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_interrupted_run_cleans_up_and_says_so(sweep_file, tmp_path, signum):
     import signal
     import time
 
@@ -219,7 +220,7 @@ def test_interrupted_run_cleans_up_and_says_so(sweep_file, tmp_path):
     while time.time() < deadline and not (out / ".regressions.partial").exists():
         time.sleep(0.2)
     assert (out / ".regressions.partial").exists(), "the regressions never started"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signum))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert not any(p.name.endswith(".partial") for p in out.iterdir())

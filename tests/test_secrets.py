@@ -215,11 +215,11 @@ def test_multirun_keeps_secrets_out_of_the_sweep_folder(tmp_path):
     assert leaks([tmp_path], [proc.stdout, proc.stderr]) == []
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["basic", "joblib", pytest.param("submitit_local", marks=pytest.mark.slow)])
 def test_multirun_with_a_password_in_the_tracker_url(tmp_path, launcher):
     """Hydra records overrides with ':' escaped (http\\://user\\:password@host): still masked everywhere."""
-    if launcher == "joblib":
-        pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    if launcher != "basic":
+        pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
     pytest.importorskip("mlflow")
     sweep = tmp_path / "multi"
     url = f"http://alice:{OVERRIDE_SECRETS['url_password']}@127.0.0.1:{free_port()}"

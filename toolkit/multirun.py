@@ -95,6 +95,19 @@ def _write_sweep_report(sweep_dir: Path, summary: pd.DataFrame, table_names: lis
     atomic_write_text(sweep_dir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>Multirun</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
+def clean_launcher_files(sweep_dir: Path) -> None:
+    """After the jobs: remove the launcher's pickles (submitit keeps each job's config, secrets included, in them)
+    and scrub its text logs."""
+    from toolkit.secrets import scrub_file
+
+    for folder in sweep_dir.rglob(".submitit"):
+        for path in folder.rglob("*"):
+            if path.is_file() and path.suffix == ".pkl":
+                path.unlink(missing_ok=True)
+            elif path.is_file():
+                scrub_file(path)
+
+
 class GatherSweep(Callback):
     """Hydra callback: at the end of a multirun, gather every job's results at the sweep root."""
 
@@ -102,6 +115,7 @@ class GatherSweep(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.exists():
             return
+        clean_launcher_files(sweep_dir)
         summary = gather_sweep(sweep_dir)
         n_failed = int((summary["status"] != "ok").sum()) if len(summary) else 0
         print(f"sweep summary: {sweep_dir / 'sweep_summary.csv'} ({len(summary)} job(s), {n_failed} failed)")
