@@ -10,7 +10,12 @@ EXTRAS = {
     "mlflow": "mlflow",
     "wandb": "wandb",
     "torch": "torch",
+    "tensorboard": "tensorboard",
     "launchers": "hydra_plugins.hydra_joblib_launcher",
+    "aim": "aim",
+    "hf": "transformers",
+    "lightning": "lightning",
+    "dvclive": "dvclive",
 }
 
 

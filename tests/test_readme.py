@@ -40,6 +40,11 @@ EXTRAS: list[tuple[str, str]] = [
     (r"tracker[= ]wandb|adapters\.wandb|\bimport wandb", "wandb"),
     (r"\btorch\b|spectral|fira", "torch"),  # fira_similarity reads the runs that the torch toy writes
     (r"hydra/launcher=joblib", "hydra_plugins.hydra_joblib_launcher"),
+    (r"tracker[= ]tensorboard|publish=tensorboard", "tensorboard"),
+    (r"tracker[= ]aim|publish=aim", "aim"),
+    (r"lightning_csv|lightning_logs", "lightning"),  # written by Lightning's CSVLogger, then read back
+    (r"tracker[= ]dvclive|dvc_runs", "dvclive"),
+    (r"publish=mlflow", "mlflow"),
 ]
 
 

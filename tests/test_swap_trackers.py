@@ -286,3 +286,51 @@ def test_runs_logged_from_step_0_still_give_minima(sweep, tmp_path):
     run(cfg, tmp_path / "out")
     minima = pd.read_csv(tmp_path / "out" / "minima" / "minima.csv")
     assert sorted(minima["horizon"].unique()) == HORIZONS
+
+
+# ------------------------------------------------------------------------------ the other back ends LM training uses
+# what each layout cannot carry (left out of its comparison); every other column and every history value must match
+LAYOUT_GAPS = {
+    "tensorboard": {"state": "event files record no run status", "tags": "event files have no tags"},
+    "aim": {},
+    "hf_trainer": {"state": "trainer_state.json records no failure", "created_at": "no start time in the layout",
+                   "tags": "no tags in the layout"},
+    "lightning_csv": {"state": "CSVLogger records no run status", "created_at": "no start time in the layout",
+                      "tags": "no tags in the layout"},
+    "dvclive": {"state": "DVCLive records no run status", "tags": "no tags in the layout",
+                "created_at": "only from logged timestamps, which the writer leaves off by default"},
+}
+NEEDS = {"tensorboard": "tensorboard", "aim": "aim", "hf_trainer": None, "lightning_csv": "lightning", "dvclive": "dvclive"}
+
+
+def assert_same_but(outcome: Outcome, reference: Outcome, gaps: dict[str, str]) -> None:
+    """``assert_same`` on the columns the layout can carry (``gaps`` names the others, with the reason)."""
+    keep = [c for c in gaps if c not in TRACKER_SPECIFIC]
+
+    def strip(o: Outcome) -> Outcome:
+        runs = o.runset.runs.copy()
+        for col in keep:
+            runs[col] = "" if col == "tags" else "finished" if col == "state" else runs[col]
+        for col in [c for c in gaps if c == "created_at"]:
+            runs[col] = pd.Timestamp("2020-01-01", tz="UTC")
+        summary = [c for c in runs.columns if c.startswith("summary.")]
+        return Outcome(o.tracker, o.overrides, o.run_dir, RunSet(runs.drop(columns=summary), o.runset.history,
+                                                                  o.runset.warnings), o.table, o.minima)
+
+    assert_same(strip(outcome), strip(reference))
+
+
+@pytest.mark.parametrize("tracker", sorted(LAYOUT_GAPS))
+def test_every_other_back_end_matches_local(local, tracker, tmp_path, monkeypatch):
+    """TensorBoard, Aim, HF Trainer states, Lightning CSV and DVCLive: logged by the real writers, read back equal."""
+    from conftest import installed
+
+    if NEEDS[tracker] and not installed(NEEDS[tracker]):
+        pytest.skip(f"needs the {NEEDS[tracker]} extra")
+    if not (ROOT / "conf" / "tracker" / f"{tracker}.yaml").exists():
+        pytest.skip(f"no tracker={tracker}")
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / f"{tracker}_runs"
+    log_demo(tracker, f"path={folder}")
+    outcome = run_pipeline(tracker, [f"tracker={tracker}", f"tracker.path={folder}"], tmp_path)
+    assert_same_but(outcome, local, LAYOUT_GAPS[tracker])

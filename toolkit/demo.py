@@ -59,6 +59,17 @@ def run_name(lr: float, bs: int, seed: int) -> str:
     return f"lr-{float(lr)!r}-bs-{int(bs)}-seed-{int(seed)}"
 
 
+def write_table(path: Path, frame: pd.DataFrame) -> None:
+    """A frame as CSV or parquet (by the suffix), atomically."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        write_parquet(path, frame)
+    elif suffix in (".csv", ""):
+        atomic_write_text(path, frame.to_csv(index=False))
+    else:
+        raise UserError(f"demo: output file '{path.name}' should end in .csv or .parquet")
+
+
 @dataclass
 class DemoSweep:
     """A synthetic sweep: the wide ``history`` (one row per run and logged step) and the ``planted`` constants."""
@@ -90,13 +101,7 @@ class DemoSweep:
         frame = self.history
         if decimals is not None:
             frame = frame.round({"train_loss": decimals, "output_norm": decimals})
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            write_parquet(path, frame)
-        elif suffix in (".csv", ""):
-            atomic_write_text(path, frame.to_csv(index=False))
-        else:
-            raise UserError(f"demo: output file '{path.name}' should end in .csv or .parquet")
+        write_table(path, frame)
         write_json(planted_path(path), self.planted)
         return path
 
@@ -248,13 +253,7 @@ class DemoScalingTable:
     def write(self, path: str | Path) -> Path:
         """Write the table (CSV, or parquet by suffix) and ``<stem>.planted.json`` beside it, atomically."""
         path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix == ".parquet":
-            write_parquet(path, self.table)
-        elif suffix in (".csv", ""):
-            atomic_write_text(path, self.table.to_csv(index=False))
-        else:
-            raise UserError(f"demo: output file '{path.name}' should end in .csv or .parquet")
+        write_table(path, self.table)
         write_json(planted_path(path), self.planted)
         return path
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 # the pip extra that brings each optional top-level module
-EXTRAS = {"mlflow": "mlflow", "wandb": "wandb", "google": "wandb", "torch": "torch",
-          "hydra_plugins": "launchers", "joblib": "launchers", "submitit": "launchers"}
+EXTRAS = {"mlflow": "mlflow", "wandb": "wandb", "google": "wandb", "torch": "torch", "tensorboard": "tensorboard",
+          "hydra_plugins": "launchers", "joblib": "launchers", "submitit": "launchers",
+          "aim": "aim", "aimrocks": "aim",
+          "transformers": "hf", "accelerate": "hf", "lightning": "lightning", "pytorch_lightning": "lightning",
+          "dvclive": "dvclive"}
 
 
 class UserError(Exception):

@@ -51,6 +51,7 @@ class Job:
     cache: CacheSettings = field(default_factory=CacheSettings)
     progress: bool = True
     title: str = "Sweep analysis"
+    publish: Any = None  # a toolkit.publish.PublishTarget, or None
 
 
 def _container(cfg: Any) -> dict[str, Any]:
@@ -90,9 +91,12 @@ def resolve(cfg: DictConfig) -> Job:
             recipe.settings.keep_columns = keep + [c for c in missing if c not in keep]
     if recipe.impl.needs_tracker(recipe.settings):
         _check_tracker(cfg.get("tracker"))
+    from toolkit.publish import resolve_publish
+
     return Job(tracker=cfg.get("tracker"), selection=settings_of(cfg.get("select"), Selection, who="select"), recipe=recipe,
                analyses=analyses, cache=settings_of(cfg.get("cache"), CacheSettings, who="cache"),
-               progress=bool(cfg.get("progress", True)), title=str(cfg.get("title", "Sweep analysis")))
+               progress=bool(cfg.get("progress", True)), title=str(cfg.get("title", "Sweep analysis")),
+               publish=resolve_publish(cfg.get("publish")))
 
 
 def _check_tracker(tracker_cfg: Any) -> None:
@@ -212,15 +216,21 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         status["warnings"].append(f"{run_dir} held an earlier run's results; removed {', '.join(removed)}")
     write_json(run_dir / "config.json", mask_config(_container(cfg)))
     title = str(cfg.get("title", "Sweep analysis"))
+    target = None
     try:
         job = resolve(cfg)
-        title = job.title
+        title, target = job.title, job.publish
         table = build_table(job, status["warnings"])
         for w in status["warnings"]:
             log.warning(w)
         if len(table.columns):
             write_parquet(run_dir / "table.parquet", table)
         run_analyses(job, table, run_dir, status)
+        if target is not None:  # a failed publish is a warning: the local results and the exit status stay
+            from toolkit.publish import command_overrides, publish_run
+
+            publish_run(target, run_dir, status, overrides=command_overrides(),
+                        write_report=lambda: finish(run_dir, title, status))
     except UserError as exc:
         status["error"] = {"kind": "input", "message": scrub(str(exc))}
     except Exception as exc:
@@ -230,6 +240,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         status["error"] = {"kind": "interrupted", "message": "interrupted"}
         finish(run_dir, title, status)
         raise
+    if target is not None and status.get("publish") is None:
+        from toolkit.publish import skipped
+
+        status["publish"] = skipped(target, "the run failed before its results were complete")
     finish(run_dir, title, status)
     return status
 

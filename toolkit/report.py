@@ -16,10 +16,15 @@ def _analysis_dirs(run_dir: Path) -> list[Path]:
 
 def write_report(run_dir: str | Path, title: str = "Sweep analysis", status: dict[str, Any] | None = None) -> Path:
     """Write report.md and report.html for a run folder and return the HTML path."""
+    from toolkit.secrets import scrub
+
     run_dir = Path(run_dir)
     status = status or {}
+    title = scrub(title)
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]
+    if (status.get("publish") or {}).get("line"):  # where the results were published (toolkit.publish)
+        md, body = md + [f"Results {status['publish']['line']}.", ""], body + [f"<p>Results {html.escape(status['publish']['line'])}.</p>"]
     if status.get("failed"):
         md += ["## Failed analyses", ""]
         body.append("<h2>Failed analyses</h2><ul>")

@@ -299,6 +299,16 @@ class CacheSettings:
 
 
 @dataclass
+class PublishSettings:
+    """publish=<tracker>: send a finished run's results to a tracker as one run (conf/publish/<tracker>.yaml,
+    ``toolkit.publish``). ``settings`` is that tracker's own node (conf/tracker/<tracker>.yaml, typed by its schema)."""
+
+    tracker: Optional[str] = None
+    settings: Any = None
+    name: Optional[str] = None
+
+
+@dataclass
 class RunSettings:
     """The top level of the composed config (the parts' nodes are typed by their own schemas)."""
 
@@ -309,3 +319,4 @@ class RunSettings:
     tracker: Any = None
     recipe: Any = None
     analysis: Any = field(default_factory=dict)
+    publish: Optional[PublishSettings] = None
