@@ -186,18 +186,18 @@ class DvcLiveRunWriter:
     """One run written by DVCLive's own ``Live`` (no dvc.yaml, no git experiment, no report, no `dvc init`)."""
 
     def __init__(self, root: Path, name: str, config: Mapping[str, Any] | None = None) -> None:
-        dvclive = require_extra("dvclive", "dvclive")
+        require_extra("dvclive", "dvclive")
+        import dvclive.live
+
         self.name = str(name)
         self.dir = root / self.name
         if (self.dir / SUMMARY_JSON).exists() or (self.dir / PLOTS).exists():
             raise UserError(f"run '{self.name}': {self.dir} already holds a DVCLive run; choose another name or folder")
-        import dvclive.live
-
         # Live looks for a DVC repo and, inside a git repo, runs `dvc init` there (staging .dvc/ in the user's git
         # index): these runs are plain log folders, so it is told there is none
         found, dvclive.live.get_dvc_repo = dvclive.live.get_dvc_repo, lambda: None
         try:
-            self.live = dvclive.Live(dir=str(self.dir), save_dvc_exp=False, dvcyaml=False, report=None)
+            self.live = dvclive.live.Live(dir=str(self.dir), save_dvc_exp=False, dvcyaml=False, report=None)
         finally:
             dvclive.live.get_dvc_repo = found
         self._finished = False

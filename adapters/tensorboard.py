@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 
 EVENT_PREFIX = "events.out.tfevents."
 ARTIFACTS = "artifacts"
-FORMAT = 1  # of what is cached per run folder; bump when the parse changes
+FORMAT = 2  # of what is cached per run folder; bump when the parse changes
 SCALARS_PLUGIN, HPARAMS_PLUGIN = "scalars", "hparams"
 SESSION_START_TAG, SESSION_END_TAG = "_hparams_/session_start_info", "_hparams_/session_end_info"
 STATUS_NAMES = {1: "finished", 2: "failed", 3: "running"}  # tensorboard.hparams.Status (0: unknown)
@@ -557,6 +557,7 @@ class FolderMeta:
     """What one run folder's events say, besides the history itself (JSON-able: cached with it)."""
 
     keys: list[str]
+    rows: int  # steps in the history (rows of the wide frame)
     most_points: int  # the most points any key has (after merging re-logged steps)
     last: dict[str, float]  # value at each key's last step
     hparams: dict[str, Any]
@@ -706,7 +707,7 @@ def parse_folder(folder: str, files: Sequence[str], hparams_file: str | None = "
             hparams[k] = v
     status = max(acc.statuses, key=lambda s: (s[0], s[1]))[2] if acc.statuses else None
     yaml_config = _read_yaml(folder_path / hparams_file, warnings) if hparams_file else None
-    meta = FolderMeta(keys, most, last, hparams, conflicts, yaml_config, status, torn_last, acc.first_wall, warnings)
+    meta = FolderMeta(keys, len(steps), most, last, hparams, conflicts, yaml_config, status, torn_last, acc.first_wall, warnings)
     return FolderRead(steps, matrix, meta)
 
 
@@ -1052,8 +1053,9 @@ class TensorBoardTracker(TrackerBase):
         return row
 
     # ------------------------------------------------------------------ read side: histories
-    def _history_of(self, rel: str, cache: HistoryCache | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """One run folder's (steps, matrix, keys): held from this tracker's parse, else cached, else parsed now."""
+    def _arrays_of(self, rel: str, cache: HistoryCache | None, parse: bool) -> tuple | None:
+        """One run folder's (steps, matrix, keys): held from this tracker's parse, else cached, else (``parse``)
+        parsed now; None when it is neither held nor cached and ``parse`` is false."""
         held = self._reads.get(rel)  # (``_load`` drops what no longer matches the files)
         if held is None:
             folder, meta = self._folders[rel], self._metas[rel]
@@ -1062,37 +1064,20 @@ class TensorBoardTracker(TrackerBase):
             hit = cache.load(rel, meta.keys) if cache is not None else None
             if hit is not None and hit.version == folder.version():
                 return _arrays(hit.frame, meta.keys)
+            if not parse:
+                return None
             self._parse([folder], cache)
             held = self._reads[rel]
         read = held[1]
         return read.steps, read.matrix, list(read.meta.keys)
 
-    def _load_cached(self, rels: Sequence[str], cache: HistoryCache | None) -> dict[str, tuple]:
-        """The cached histories of the folders not held in memory, loaded in threads (parquet decoding releases the
-        GIL); a folder whose cache entry is missing or stale is left out (parsed by ``_history_of``)."""
-        todo = [r for r in dict.fromkeys(rels) if r not in self._reads and self._metas[r].keys]
-        if cache is None or not todo:
-            return {}
-
-        def load(rel: str) -> tuple | None:
-            meta = self._metas[rel]
-            hit = cache.load(rel, meta.keys)
-            if hit is None or hit.version != self._folders[rel].version():
-                return None
-            return _arrays(hit.frame, meta.keys)
-
-        if len(todo) == 1:
-            found = {todo[0]: load(todo[0])}
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(8, len(todo)), thread_name_prefix="tb-cache") as pool:
-                found = dict(zip(todo, pool.map(load, todo)))
-        return {rel: got for rel, got in found.items() if got is not None}
-
     def read_history(self, runs: pd.DataFrame, keys: Sequence[str] | None) -> pd.DataFrame:
         """Full history (run_id, step, one float column per key) of the given runs; every key when None (rows
-        where none of the asked keys was logged are left out)."""
+        where none of the asked keys was logged are left out).
+
+        Each run's rows go straight into one preallocated table at an offset known from its meta, cached runs
+        loaded and copied in threads (parquet decoding and numpy copies release the GIL), so nothing is held
+        twice."""
         run_ids = [str(r) for r in runs["run_id"]] if len(runs) else []
         if any(r not in self._runs for r in run_ids):
             self.list_runs(Selection(run_ids=run_ids))
@@ -1101,41 +1086,85 @@ class TensorBoardTracker(TrackerBase):
                 raise UserError(f"tensorboard: no run folder {', '.join(unknown[:5])} under {self.root}")
         wanted = list(dict.fromkeys(str(k) for k in keys)) if keys else None
         cache = self._cache()
-        cached = self._load_cached([self._runs[r] for r in run_ids], cache)
+        rels = [self._runs[r] for r in run_ids]
+        metrics = wanted if wanted is not None else sorted({k for rel in rels for k in self._metas[rel].keys})
+        column = {k: j for j, k in enumerate(metrics)}
+        rows = np.array([len(self._reads[r][1].steps) if r in self._reads else self._metas[r].rows for r in rels],
+                        dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+        values = np.empty((int(rows.sum()), len(metrics)))
+        steps_out = np.empty(len(values), dtype=np.int64)
+        kept = np.zeros(len(rels), dtype=np.int64)
+
+        def put(i: int, arrays: tuple | None) -> bool:
+            if arrays is None or len(arrays[0]) != rows[i]:
+                return False
+            steps, matrix, run_keys = arrays
+            src = [j for j, k in enumerate(run_keys) if k in column]
+            dst = [column[run_keys[j]] for j in src]
+            whole = dst == list(range(len(metrics)))
+            if wanted is not None and len(steps):  # leave out the rows where none of the asked keys was logged
+                block = matrix[:, src] if not (whole and len(src) == matrix.shape[1]) else matrix
+                keep = ~np.isnan(block).all(axis=1) if src else np.zeros(len(steps), dtype=bool)
+                if not keep.all():
+                    steps, block = steps[keep], block[keep]
+                matrix, src = block, list(range(len(dst)))
+            n, r0 = len(steps), int(starts[i])
+            target = values[r0:r0 + n]
+            if whole and src == dst:
+                target[:] = matrix
+            elif n:
+                target[:] = np.nan
+                target[:, dst] = matrix[:, src]
+            steps_out[r0:r0 + n] = steps
+            kept[i] = n
+            return True
+
+        def fill(i: int) -> bool:
+            return put(i, self._arrays_of(rels[i], cache, parse=False))
+
+        todo = list(range(len(rels)))
+        if len(todo) > 1 and cache is not None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(todo)), thread_name_prefix="tb-history") as pool:
+                done = list(pool.map(fill, todo))
+        else:
+            done = [fill(i) for i in todo]
+        for i in [i for i, ok in zip(todo, done) if not ok]:  # not cached (or the cache entry went stale)
+            if not put(i, self._arrays_of(rels[i], cache, parse=True)):
+                return self._history_by_run(run_ids, rels, wanted, cache)  # files changed under us: start over
+        if int(kept.sum()) < len(values):
+            take = np.concatenate([np.arange(s, s + k) for s, k in zip(starts, kept)]) if len(rels) else \
+                np.zeros(0, np.int64)
+            values, steps_out = values[take], steps_out[take]
+        return _history_frame(run_ids, kept, steps_out, values, metrics)
+
+    def _history_by_run(self, run_ids: list[str], rels: list[str], wanted: list[str] | None,
+                        cache: HistoryCache | None) -> pd.DataFrame:
+        """The plain way: each run's history read (or parsed) and placed one after the other."""
         blocks = []
-        for run_id in run_ids:
-            rel = self._runs[run_id]
-            steps, matrix, run_keys = cached[rel] if rel in cached else self._history_of(rel, cache)
+        for run_id, rel in zip(run_ids, rels):
+            steps, matrix, run_keys = self._arrays_of(rel, cache, parse=True)
             if wanted is not None:
                 where = {k: j for j, k in enumerate(run_keys)}
-                cols = [(i, where[k]) for i, k in enumerate(wanted) if k in where]
                 sub = np.full((len(steps), len(wanted)), np.nan)
-                for i, j in cols:
-                    sub[:, i] = matrix[:, j]
-                keep = ~np.isnan(sub).all(axis=1) if cols else np.zeros(len(steps), dtype=bool)
+                for i, k in enumerate(wanted):
+                    if k in where:
+                        sub[:, i] = matrix[:, where[k]]
+                keep = ~np.isnan(sub).all(axis=1)
                 steps, matrix, run_keys = steps[keep], sub[keep], wanted
-            if len(steps):
-                blocks.append((run_id, steps, matrix, run_keys))
+            blocks.append((steps, matrix, run_keys))
         metrics = wanted if wanted is not None else sorted({k for *_, ks in blocks for k in ks})
-        total = sum(len(b[1]) for b in blocks)
-        values = np.full((total, len(metrics)), np.nan)
-        steps_out = np.zeros(total, dtype=np.int64)
-        codes = np.zeros(total, dtype=np.int64)
         column = {k: j for j, k in enumerate(metrics)}
+        values = np.full((sum(len(b[0]) for b in blocks), len(metrics)), np.nan)
         row = 0
-        for code, (run_id, steps, matrix, run_keys) in enumerate(blocks):
-            end = row + len(steps)
-            steps_out[row:end] = steps
-            codes[row:end] = code
-            if run_keys is metrics:
-                values[row:end] = matrix
-            else:
-                values[row:end, [column[k] for k in run_keys]] = matrix
-            row = end
-        history = pd.DataFrame(values, columns=metrics, copy=False)
-        history.insert(0, "step", steps_out)
-        history.insert(0, "run_id", _strings([b[0] for b in blocks], codes))
-        return history
+        for steps, matrix, run_keys in blocks:
+            values[row:row + len(steps), [column[k] for k in run_keys]] = matrix
+            row += len(steps)
+        steps_out = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.int64)
+        kept = np.array([len(b[0]) for b in blocks], dtype=np.int64)
+        return _history_frame(run_ids, kept, steps_out, values, metrics)
 
     # ------------------------------------------------------------------ write side
     def start_run(self, name: str, config: Mapping[str, Any] | None = None) -> "TensorBoardRunWriter":
@@ -1158,15 +1187,26 @@ def _arrays(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, np.nd
 _STR_DTYPE = pd.Series(["x"]).dtype  # pandas' default string dtype (arrow-backed in pandas 3)
 
 
-def _strings(values: Sequence[str], codes: np.ndarray) -> Any:
-    """``values[codes]`` as a string column, built in arrow when that is pandas' string storage (no Python
-    objects per row)."""
+def _strings(values: Sequence[str], counts: np.ndarray) -> Any:
+    """``values[i]`` repeated ``counts[i]`` times as a string column; built in arrow (a dictionary array cast to
+    strings) when that is pandas' string storage, so no Python object per row."""
+    codes = np.repeat(np.arange(len(values), dtype=np.int32), counts)
     if getattr(_STR_DTYPE, "storage", None) == "pyarrow":
         import pyarrow as pa
 
-        taken = pa.array([str(v) for v in values], type=pa.large_string()).take(pa.array(codes))
-        return taken.to_pandas(types_mapper=lambda _t: _STR_DTYPE)
+        strings = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array([str(v) for v in values],
+                                                                           type=pa.large_string()))
+        return strings.cast(pa.large_string()).to_pandas(types_mapper=lambda _t: _STR_DTYPE)
     return np.asarray(list(values), dtype=object)[codes] if len(codes) else np.zeros(0, dtype=object)
+
+
+def _history_frame(run_ids: Sequence[str], counts: np.ndarray, steps: np.ndarray, values: np.ndarray,
+                   metrics: Sequence[str]) -> pd.DataFrame:
+    """run_id, step and the metric columns (the value block not copied)."""
+    history = pd.DataFrame(values, columns=list(metrics), copy=False)
+    history.insert(0, "step", steps)
+    history.insert(0, "run_id", _strings(run_ids, counts))
+    return history
 
 
 def _hparam_value(value: Any) -> Any:
