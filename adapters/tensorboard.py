@@ -38,8 +38,9 @@ version made of the folder's event files' names, sizes and modification times (a
 unchanged run is never parsed again, and its warnings come back with it. Cached histories are loaded in threads.
 
 Folders linked into the log dir are followed (each folder once). Large reads (``POOL_MIN_BYTES`` or more) are parsed
-in worker processes, one per CPU core (``tracker.workers``; protobuf parsing holds the GIL, so threads would not
-help); where processes cannot be started the rest is parsed in this process, with a warning.
+in forked worker processes, one per CPU core (``tracker.workers``; protobuf parsing holds the GIL, so threads would
+not help; fork, not spawn, so that the main script is never run again in a child), where fork exists and no other
+thread runs; else, or where processes cannot be started, in this process.
 
 Write side: ``start_run(name, config)`` logs through ``torch.utils.tensorboard.SummaryWriter`` into
 ``<path>/<name>/`` (scalars as double-precision scalar tensors, so values come back exactly), the config as an
@@ -62,6 +63,7 @@ import stat
 import struct
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -602,9 +604,8 @@ def _file_order(name: str) -> tuple[float, str]:
 
 
 def _wide(points: _Points) -> tuple[list[str], np.ndarray, np.ndarray, int, dict[str, float], int]:
-    """Points -> (keys, steps, matrix, most points of a key, last values, re-logged steps). A (step, key) logged more
-    than once
-    keeps the value with the latest wall time (the later record on a tie)."""
+    """Points -> (keys, steps, matrix, most points of a key, last values, re-logged steps). A (step, key) logged
+    more than once keeps the value with the latest wall time (the later record on a tie)."""
     n = len(points.values)
     if not n:
         return [], np.zeros(0, np.int64), np.zeros((0, 0)), 0, {}, 0
@@ -707,7 +708,8 @@ def parse_folder(folder: str, files: Sequence[str], hparams_file: str | None = "
             hparams[k] = v
     status = max(acc.statuses, key=lambda s: (s[0], s[1]))[2] if acc.statuses else None
     yaml_config = _read_yaml(folder_path / hparams_file, warnings) if hparams_file else None
-    meta = FolderMeta(keys, len(steps), most, last, hparams, conflicts, yaml_config, status, torn_last, acc.first_wall, warnings)
+    meta = FolderMeta(keys, len(steps), most, last, hparams, conflicts, yaml_config, status, torn_last,
+                      acc.first_wall, warnings)
     return FolderRead(steps, matrix, meta)
 
 
@@ -791,6 +793,23 @@ def discover(root: Path, hparams_file: str | None, warnings: list[str]) -> list[
     return [found[k] for k in sorted(found)]
 
 
+def _fork_context() -> Any:
+    """The multiprocessing context for worker processes: ``fork`` (the children inherit the loaded modules and
+    never import the main script again, as ``spawn`` would), only where fork exists, not on macOS, and only while
+    this process runs no other thread (a lock one holds would stay locked in the children) but tqdm's monitor (it
+    sleeps, and the children never touch tqdm). Else None."""
+    import multiprocessing
+    import sys
+    import threading
+
+    if sys.platform == "darwin" or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    main = threading.main_thread()
+    if any(t is not main and t.name != "tqdm_monitor" for t in threading.enumerate()):
+        return None
+    return multiprocessing.get_context("fork")
+
+
 def _hparams_session(meta: FolderMeta) -> bool:
     """A folder that only holds an hparams session (what ``add_hparams`` writes): hparams and at most one point
     per scalar tag."""
@@ -830,6 +849,7 @@ class TensorBoardTracker(TrackerBase):
         self._reads: dict[str, tuple[str, FolderRead]] = {}  # folder -> (version, what was parsed)
         self._runs: dict[str, str] = {}  # run id -> folder
         self.stats: dict[str, int] = {"parsed": 0, "cached": 0}
+        self.last_workers = 0  # processes the last parse used (1: this one)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -944,29 +964,38 @@ class TensorBoardTracker(TrackerBase):
 
     def _parse(self, todo: list[_Folder], cache: HistoryCache | None) -> None:
         workers = self._n_workers(todo)
+        context = _fork_context() if workers > 1 else None
+        if workers > 1 and context is None:
+            if self.workers is not None:
+                self._warn(f"tracker.workers={self.workers}: parsed in this process (worker processes are forked, "
+                           f"which is not possible here or not safe while other threads run)")
+            workers = 1
+        self.last_workers = workers
         jobs = [(str(f.path), list(f.files), self.hparams_file, f.rel) for f in todo]
-        with progress_bar(len(todo), "reading TensorBoard event files", self._progress) as bar:
-            done: set[int] = set()
-            if workers > 1:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor
-                from concurrent.futures.process import BrokenProcessPool
+        done: set[int] = set()
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
 
-                by_size = sorted(range(len(todo)), key=lambda i: -todo[i].size)  # big ones first
-                try:
-                    with ProcessPoolExecutor(max_workers=workers,
-                                             mp_context=multiprocessing.get_context("spawn")) as pool:
-                        futures = {i: pool.submit(parse_folder, *jobs[i]) for i in by_size}
+            _protos(), _tables(), _zero_powers(), _decode_error()  # imported and built before forking
+            by_size = sorted(range(len(todo)), key=lambda i: -todo[i].size)  # big ones first
+            try:
+                with warnings.catch_warnings(), ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                    warnings.filterwarnings("ignore", r".*fork\(\) may lead to deadlocks", DeprecationWarning)
+                    futures = {i: pool.submit(parse_folder, *jobs[i]) for i in by_size}
+                    with progress_bar(len(todo), "reading TensorBoard event files", self._progress) as bar:
                         for i in range(len(todo)):
                             self._store(todo[i], futures[i].result(), cache)
                             done.add(i)
                             bar.update(1)
-                except (BrokenProcessPool, OSError) as exc:  # no processes here (a sandbox, a memory limit)
-                    self._warn(f"tensorboard: parsing in {workers} worker processes failed ({type(exc).__name__}); "
-                               f"parsing the rest in this process")
-            for i, (folder, job) in enumerate(zip(todo, jobs)):
-                if i not in done:
-                    self._store(folder, parse_folder(*job), cache)
+            except (BrokenProcessPool, OSError) as exc:  # no processes here (a sandbox, a memory limit)
+                self._warn(f"tensorboard: parsing in {workers} worker processes failed ({type(exc).__name__}); "
+                           f"parsing the rest in this process")
+        rest = [i for i in range(len(todo)) if i not in done]
+        if rest:
+            with progress_bar(len(rest), "reading TensorBoard event files", self._progress) as bar:
+                for i in rest:
+                    self._store(todo[i], parse_folder(*jobs[i]), cache)
                     bar.update(1)
 
     def _store(self, folder: _Folder, read: FolderRead, cache: HistoryCache | None) -> None:
@@ -1284,7 +1313,8 @@ class TensorBoardRunWriter:
             try:
                 number = float(value)
             except (TypeError, ValueError):
-                raise UserError(f"run '{self.name}': metric '{key}' at step {step_int} is not a number: {value!r}") from None
+                raise UserError(f"run '{self.name}': metric '{key}' at step {step_int} is not a number: "
+                                f"{value!r}") from None
             self.writer.add_scalar(str(key), number, step_int, walltime=stamp, new_style=True, double_precision=True)
 
     def log_artifact(self, path: str | os.PathLike) -> None:

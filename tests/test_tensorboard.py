@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -174,7 +175,8 @@ def test_tf2_scalar_tensors_and_hparams_are_read(tmp_path):
     for key, values in written.items():
         np.testing.assert_array_equal(hist[key].to_numpy(), values)
     row = rs.runs.iloc[0]
-    assert (row["config.lr"], row["config.layers"], row["config.optimizer"], row["config.tied"]) == (3e-4, 12, "adamw", True)
+    assert (row["config.lr"], row["config.layers"], row["config.optimizer"], row["config.tied"]) == \
+        (3e-4, 12, "adamw", True)
     assert isinstance(row["config.layers"], (int, np.integer))
     assert row["created_at"] == pd.Timestamp(1000.0, unit="s", tz="UTC")
     assert any("'pair'" in w and "300 point(s)" in w for w in rs.warnings), rs.warnings
@@ -383,9 +385,34 @@ def test_parsing_in_worker_processes_gives_the_same_runset(tmp_path):
     for name in ("a", "b", "c"):
         _written_run(logs / name, 50)
     _, serial = read(logs, workers=1)
-    _, parallel = read(logs, workers=2)
+    tracker, parallel = read(logs, workers=2)
+    assert tracker.last_workers == 2, (tracker.warnings, [t.name for t in threading.enumerate()])  # forked
     pd.testing.assert_frame_equal(parallel.runs, serial.runs)
     pd.testing.assert_frame_equal(parallel.history, serial.history)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, name="some-other-thread", daemon=True)
+    other.start()  # forking now could leave a lock it holds locked in the children: parsed in this process
+    try:
+        tracker, again = read(logs, workers=2)
+    finally:
+        stop.set()
+        other.join()
+    assert tracker.last_workers == 1 and any("tracker.workers=2" in w for w in again.warnings), again.warnings
+    pd.testing.assert_frame_equal(again.history, serial.history)
+
+
+def test_a_stale_row_count_never_gives_a_wrong_history(tmp_path):
+    logs, cache = tmp_path / "logs", tmp_path / "cache"
+    for name in ("a", "b"):
+        _written_run(logs / name, 30)
+    _, first = read(logs, cache=cache)
+    tracker = tb.TensorBoardTracker(path=str(logs))
+    tracker.configure({"enabled": True, "dir": str(cache), "refresh": False}, False)
+    runs = tracker.list_runs(Selection())
+    assert tracker.stats == {"parsed": 0, "cached": 2}
+    tracker._metas["b"].rows += 5  # what the index said no longer matches the cached history
+    pd.testing.assert_frame_equal(tracker.read_history(runs, None), first.history)
+    pd.testing.assert_frame_equal(tracker.read_history(runs, ["loss"]), first.history)
 
 
 def test_settings_are_checked():

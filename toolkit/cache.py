@@ -109,7 +109,7 @@ class HistoryCache:
         except Exception as exc:  # a truncated or foreign file is refetched, never a crash
             log.warning("cache: ignoring unreadable %s (%s)", path.name, type(exc).__name__)
             return None
-        frame = pd.DataFrame(matrix, columns=wanted)
+        frame = pd.DataFrame(matrix, columns=wanted, copy=False)
         frame.insert(0, "step", steps)
         last = meta.get("last_step")
         fingerprint = meta.get("fingerprint")
@@ -141,7 +141,8 @@ class HistoryCache:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                pq.write_table(table, fh)
+                # uncompressed float columns without dictionaries: a cached re-read is mostly this file's read
+                pq.write_table(table, fh, compression="none", use_dictionary=False)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)
