@@ -71,7 +71,7 @@ from toolkit.cache import HistoryCache, safe_name
 from toolkit.errors import UserError, require_extra
 from toolkit.outputs import atomic_write_text, to_jsonable
 from toolkit.progress import progress_bar
-from toolkit.protocol import TrackerBase
+from toolkit.protocol import TrackerBase, logged_step
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, flatten_config
 from toolkit.settings import Settings
 
@@ -722,10 +722,7 @@ class AimRunWriter:
         """``run.track(value, name=key, step=step)`` for each metric."""
         if self._finished:
             raise UserError(f"run '{self.name}' ({self.run_id}): log_metrics after finish")
-        try:
-            step_int = int(step)
-        except (TypeError, ValueError):
-            raise UserError(f"run '{self.name}': step {step!r} is not an integer") from None
+        step_int = logged_step(self.name, step)
         numbers = {}
         for key, value in metrics.items():
             try:

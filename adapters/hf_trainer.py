@@ -51,6 +51,7 @@ from adapters.lightning_csv import (FolderRunsTracker, RunRecord, find_run_folde
                                     merge_steps, regular_file, relative_id)
 from toolkit.errors import UserError, require_extra
 from toolkit.outputs import atomic_write_text, to_jsonable
+from toolkit.protocol import logged_step
 from toolkit.secrets import MASK, SECRET_KEY
 from toolkit.runset import flatten_config
 from toolkit.settings import Choice, Settings
@@ -405,10 +406,7 @@ class HfTrainerRunWriter:
         """One log_history entry ``{**metrics, "step": step}`` (as ``Trainer.log`` appends)."""
         if self._finished:
             raise UserError(f"run '{self.name}' ({self.dir}): log_metrics after finish")
-        try:
-            step_int = int(step)
-        except (TypeError, ValueError):
-            raise UserError(f"run '{self.name}': step {step!r} is not an integer") from None
+        step_int = logged_step(self.name, step)
         entry: dict[str, Any] = {}
         for key, value in metrics.items():
             if str(key) == "step":

@@ -51,9 +51,7 @@ import io
 import json
 import math
 import os
-import shutil
 import stat
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,8 +63,8 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError
-from toolkit.outputs import atomic_write_text, to_jsonable
-from toolkit.protocol import TrackerBase
+from toolkit.outputs import atomic_write_text, copy_artifact, to_jsonable
+from toolkit.protocol import TrackerBase, logged_step
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
 from toolkit.settings import Choice, Settings
 
@@ -1053,10 +1051,7 @@ class LocalRunWriter:
         """Append one line ``{"step": step, key: value, ...}`` to metrics.jsonl and flush it."""
         if self._finished:
             raise UserError(f"run '{self.name}' ({self.dir}): log_metrics after finish")
-        try:
-            step_int = int(step)
-        except (TypeError, ValueError):
-            raise UserError(f"run '{self.name}': step {step!r} is not an integer") from None
+        step_int = logged_step(self.name, step)
         line: dict[str, Any] = {"step": step_int}
         for key, value in metrics.items():
             key = str(key)
@@ -1073,21 +1068,7 @@ class LocalRunWriter:
 
     def log_artifact(self, path: str | os.PathLike) -> None:
         """Copy a file (or folder) into the run's artifacts/ folder (via a temporary name, then rename)."""
-        src = Path(path)
-        if not src.exists():
-            raise UserError(f"log_artifact: no file at {src}")
-        dest = self.dir / ARTIFACTS / src.name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{src.name}.", dir=self.dir / ARTIFACTS)) / src.name
-        try:
-            if src.is_dir():
-                shutil.copytree(src, tmp)
-                if dest.exists():
-                    shutil.rmtree(dest)
-            else:
-                shutil.copy2(src, tmp)
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp.parent, ignore_errors=True)
+        copy_artifact(path, self.dir / ARTIFACTS)
 
     def finish(self, status: str = "finished") -> None:
         """Write summary.json and the final state to meta.json (once)."""

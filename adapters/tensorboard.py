@@ -58,10 +58,8 @@ import logging
 import math
 import os
 import re
-import shutil
 import stat
 import struct
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -73,9 +71,10 @@ import numpy as np
 import pandas as pd
 
 from toolkit.cache import HistoryCache
+from toolkit.outputs import copy_artifact
 from toolkit.errors import UserError, require_extra
 from toolkit.progress import progress_bar
-from toolkit.protocol import TrackerBase
+from toolkit.protocol import TrackerBase, logged_step
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, flatten_config
 from toolkit.settings import Settings
 
@@ -1304,10 +1303,7 @@ class TensorBoardRunWriter:
         """Log scalars at a step (double-precision scalar tensors of the scalars plugin)."""
         if self._finished:
             raise UserError(f"run '{self.name}' ({self.dir}): log_metrics after finish")
-        try:
-            step_int = int(step)
-        except (TypeError, ValueError):
-            raise UserError(f"run '{self.name}': step {step!r} is not an integer") from None
+        step_int = logged_step(self.name, step)
         stamp = time.time()
         for key, value in metrics.items():
             try:
@@ -1319,23 +1315,7 @@ class TensorBoardRunWriter:
 
     def log_artifact(self, path: str | os.PathLike) -> None:
         """Copy a file (or folder) into ``<run>/artifacts/`` (via a temporary name, then rename)."""
-        src = Path(path)
-        if not src.exists():
-            raise UserError(f"log_artifact: no file at {src}")
-        folder = self.dir / ARTIFACTS
-        folder.mkdir(exist_ok=True)
-        dest = folder / src.name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{src.name}.", dir=folder)) / src.name
-        try:
-            if src.is_dir():
-                shutil.copytree(src, tmp)
-                if dest.exists():
-                    shutil.rmtree(dest)
-            else:
-                shutil.copy2(src, tmp)
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp.parent, ignore_errors=True)
+        copy_artifact(path, self.dir / ARTIFACTS)
 
     def finish(self, status: str = "finished") -> None:
         """Write the session-end status (finished / failed; killed and crashed count as failed) and close (once)."""

@@ -102,6 +102,27 @@ def write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
     return path
 
 
+def copy_artifact(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Copy a file or folder into ``folder`` (via a temporary name, then rename); a one-line error if it is missing."""
+    src, folder = Path(src), Path(folder)
+    if not src.exists():
+        raise UserError(f"log_artifact: no file at {src}")
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / src.name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{src.name}.", dir=folder)) / src.name
+    try:
+        if src.is_dir():
+            shutil.copytree(src, tmp)
+            if dest.exists():
+                shutil.rmtree(dest)
+        else:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    return dest
+
+
 def ensure_plotly_js(run_dir: str | os.PathLike) -> Path:
     """Write the one shared plotly.min.js of an output folder (once)."""
     target = Path(run_dir) / PLOTLY_JS

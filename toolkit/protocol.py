@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from toolkit.errors import UserError
 from toolkit.runset import RUN_COLUMNS, RunSet, Selection
 
 
@@ -29,6 +30,14 @@ class RunWriter(Protocol):
     def log_artifact(self, path: str) -> None: ...
 
     def finish(self, status: str = "finished") -> None: ...
+
+
+def logged_step(run_name: str, step: Any) -> int:
+    """The integer step a RunWriter logs at, or a one-line error naming the run."""
+    try:
+        return int(step)
+    except (TypeError, ValueError):
+        raise UserError(f"run '{run_name}': step {step!r} is not an integer") from None
 
 
 @runtime_checkable
