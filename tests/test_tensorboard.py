@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -385,10 +386,24 @@ def test_parsing_in_worker_processes_gives_the_same_runset(tmp_path):
     for name in ("a", "b", "c"):
         _written_run(logs / name, 50)
     _, serial = read(logs, workers=1)
-    tracker, parallel = read(logs, workers=2)
-    assert tracker.last_workers == 2, (tracker.warnings, [t.name for t in threading.enumerate()])  # forked
-    pd.testing.assert_frame_equal(parallel.runs, serial.runs)
-    pd.testing.assert_frame_equal(parallel.history, serial.history)
+    # forking is only used when no other thread runs; earlier tests in this process may have left some (thread pools),
+    # so the forked read runs in a fresh interpreter and hands its RunSet back as parquet files
+    script = textwrap.dedent(f"""
+        from adapters.tensorboard import TensorBoardTracker
+        from toolkit.protocol import read_runset
+        from toolkit.runset import Selection
+        tracker = TensorBoardTracker(path={str(logs)!r}, workers=2)
+        rs = read_runset(tracker, Selection(), None)
+        assert tracker.last_workers == 2, tracker.warnings
+        rs.runs.to_parquet({str(tmp_path / "runs.parquet")!r})
+        rs.history.to_parquet({str(tmp_path / "history.parquet")!r})
+    """)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "runs.parquet"), serial.runs, check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "history.parquet"), serial.history, check_dtype=False)
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, name="some-other-thread", daemon=True)
     other.start()  # forking now could leave a lock it holds locked in the children: parsed in this process
