@@ -67,6 +67,7 @@ import numpy as np
 import pandas as pd
 
 from adapters.local import _take_strings
+from adapters.local import _tag_list
 from toolkit.cache import HistoryCache, safe_name
 from toolkit.errors import UserError, require_extra
 from toolkit.outputs import atomic_write_text, to_jsonable
@@ -796,14 +797,6 @@ def _pid_text(lock: str | None) -> str:
         return ""
     parts = lock.split("-")
     return f" by pid {parts[1]}" if len(parts) >= 2 and parts[1].isdigit() else ""
-
-
-def _tag_list(tags: Sequence[str] | Mapping[str, str] | None) -> list[str]:
-    if isinstance(tags, Mapping):
-        return sorted(str(k) if v in ("", None) else f"{k}={v}" for k, v in tags.items())
-    if isinstance(tags, str):
-        return [t.strip() for t in tags.split(",") if t.strip()]
-    return sorted(str(t) for t in (tags or []))
 
 
 @contextlib.contextmanager
