@@ -187,9 +187,10 @@ def claim_run_dir(run_dir: str | os.PathLike) -> list[str]:
 class AnalysisOutput:
     """Where one analysis writes: a staging folder renamed to ``<run_dir>/<name>`` on success."""
 
-    def __init__(self, run_dir: str | os.PathLike, name: str):
+    def __init__(self, run_dir: str | os.PathLike, name: str, progress: bool = True):
         self.run_dir = Path(run_dir)
         self.name = name
+        self.progress = progress  # the run's progress switch: analyses pass it to toolkit.progress.progress_bar
         self.final_dir = self.run_dir / name
         self.dir = self.run_dir / f".{name}.partial"
         try:
@@ -202,6 +203,7 @@ class AnalysisOutput:
             raise _folder_error(self.dir, exc, f"the {name} results") from None
         self.warnings: list[str] = []
         self.files: list[str] = []
+        self.captions: dict[str, str] = {}  # figure file name -> one-line caption (summary.json "figures")
 
     def warn(self, message: str) -> None:
         """Record a warning for summary.json and the log."""
@@ -214,12 +216,12 @@ class AnalysisOutput:
         self.files.append(path.name)
         return path
 
-    def figure(self, name: str, fig: Any) -> Path:
-        """Save a matplotlib (PNG) or plotly (HTML) figure."""
-        path = save_figure(fig, self.dir / name, run_dir=self.run_dir)
-        if path.suffix == ".html":  # the partial folder sits beside the final one: same relative path
-            pass
+    def figure(self, name: str, fig: Any, caption: str | None = None) -> Path:
+        """Save a matplotlib (PNG) or plotly (HTML) figure; ``caption`` (one line: what it shows) goes to the report."""
+        path = save_figure(fig, self.dir / name, run_dir=self.run_dir)  # the staging folder sits beside the final one
         self.files.append(path.name)
+        if caption:
+            self.captions[path.name] = caption
         return path
 
     def json(self, name: str, obj: Any) -> Path:
@@ -233,6 +235,8 @@ class AnalysisOutput:
         summary = dict(summary)
         if self.warnings:
             summary["warnings"] = list(summary.get("warnings", [])) + self.warnings
+        if self.captions:
+            summary["figures"] = {**dict(summary.get("figures", {})), **self.captions}
         write_json(self.dir / "summary.json", summary)
         if self.final_dir.exists() and not self.final_dir.is_dir():
             raise UserError(f"cannot write the {self.name} results: {self.final_dir} is a file, expected a folder "

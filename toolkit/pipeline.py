@@ -160,7 +160,7 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
         started = time.perf_counter()
         out = None
         try:
-            out = AnalysisOutput(run_dir, name)
+            out = AnalysisOutput(run_dir, name, progress=job.progress)
             require_columns(table, part.impl.required_columns(part.settings), name)
             summary = dict(part.impl.run(table, part.settings, out) or {})
             summary.setdefault("settings", part.settings.to_dict() if hasattr(part.settings, "to_dict") else part.settings)
