@@ -14,19 +14,25 @@ The norm-transfer ``utils.fitting.Config`` workflow, vectorised:
 3. **fits** (``fit_groups``): a weighted quadratic ``loss = a x^2 + b x + c`` in ``x = log2 lr`` (or
    ``log2 output_norm``), weights ``1/std^2``, on all points or the ``fit_k`` nearest to the empirical minimum
    (bracketing it when possible); batched over every (horizon, bs) with numpy normal equations, and a batched
-   bootstrap (points or residuals) for the CI of the optimal lr.
+   bootstrap (points or residuals; each cell its own random stream from (seed, cell key)) for the CI of the optimal
+   lr (``ci_method`` percentile, basic or BCa); in closest mode the CI bootstraps the whole closest-point procedure.
 
 Methods in the output: ``fit`` (vertex), ``fit_closest`` (grid lr closest to the vertex), ``empirical``
 (``skip_fit``), ``empirical_fallback`` (the fit failed: too few distinct x), ``empirical_nonconvex`` (a <= 0),
-``empirical_badfit`` (a convex fit whose vertex loss lies below every point of its group by more than the points'
-spread, max - min: the parabola does not describe the points, e.g. an outlier dragged it),
+``empirical_extrapolated`` (the vertex lies outside the x range of the fitted points),
+``empirical_badfit`` (a convex fit whose vertex loss lies below every point of its group by more than a parabola
+through the points can dip between two fitted points, a gap^2 / 4, plus 3 pooled stds (or 3 residual
+stds of the fit when it has >= 3 degrees of freedom and that is larger), or by more than the points'
+spread, max - min: the parabola does not describe the points, e.g. an outlier or a cliff dragged it),
 ``too_few_points`` (< 3 points), ``unreachable`` (no logged horizon within tolerance) and ``degenerate``
 (``strict_avg`` window not covered). Nothing is dropped silently.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
@@ -36,6 +42,7 @@ import pandas as pd
 
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
+from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
 from toolkit.settings import Choice, Settings, as_settings, fail
 
@@ -101,6 +108,14 @@ class BootMode(Choice):
     residuals = "residuals"
 
 
+class CiMethod(Choice):
+    """Interval from the bootstrap replicates: percentile, basic (reflected percentile) or BCa (scipy)."""
+
+    percentile = "percentile"
+    basic = "basic"
+    bca = "bca"
+
+
 @dataclass
 class MinimaBootstrap:
     """Bootstrap CI of the optimal lr (n: 0 switches it off)."""
@@ -109,6 +124,7 @@ class MinimaBootstrap:
     seed: int = 0
     level: float = 0.95
     mode: BootMode = BootMode.points
+    ci_method: CiMethod = CiMethod.percentile
 
 
 @dataclass
@@ -133,7 +149,8 @@ class MinimaSettings(Settings):
     by: List[str] = field(default_factory=list)
     bootstrap: MinimaBootstrap = field(default_factory=MinimaBootstrap)
     plots: bool = True
-    max_panels: int = 48
+    max_panels: int = 12
+    bs_label: Optional[str] = None
 
     def __post_init__(self) -> None:
         hs = self.horizons
@@ -157,6 +174,11 @@ class MinimaSettings(Settings):
             raise fail(NAME, "bootstrap.level", self.bootstrap.level, "a level in (0, 1)")
         if self.bootstrap.n < 0:
             raise fail(NAME, "bootstrap.n", self.bootstrap.n, "a count >= 0 (0 switches it off)")
+        if self.bootstrap.seed < 0:
+            raise fail(NAME, "bootstrap.seed", self.bootstrap.seed, "a whole number >= 0")
+        if self.bootstrap.ci_method == "bca" and self.bootstrap.mode != "points":
+            raise fail(NAME, "bootstrap.ci_method", self.bootstrap.ci_method,
+                       "percentile or basic with bootstrap.mode residuals (BCa needs resampled points for its jackknife)")
         if self.max_panels < 1:
             raise fail(NAME, "max_panels", self.max_panels, "a count >= 1")
         skip = self.skip_fit
@@ -534,15 +556,39 @@ def _weights(S: np.ndarray, F: np.ndarray, weighted: bool) -> tuple[np.ndarray, 
     return np.where(F, np.where(has[:, None], 1.0 / std**2, 1.0), 0.0), has
 
 
+def cell_key_text(key: Sequence[Any]) -> str:
+    """A stable text of a cell's key values (numbers normalised, so 64 and 64.0 give the same text)."""
+    parts = []
+    for v in key:
+        if isinstance(v, (bool, np.bool_)):
+            parts.append(str(bool(v)))
+        elif isinstance(v, (int, float, np.integer, np.floating)):
+            f = float(v)
+            parts.append(repr(int(f)) if f.is_integer() else repr(f))
+        else:
+            parts.append(str(v))
+    return "|".join(parts)
+
+
+def cell_rng(seed: int, key: Sequence[Any]) -> np.random.Generator:
+    """The bootstrap's random stream of one cell: a SeedSequence of (seed, a stable hash of the cell's key values)."""
+    h = int.from_bytes(hashlib.blake2b(cell_key_text(key).encode("utf-8"), digest_size=8).digest(), "little")
+    return np.random.default_rng(np.random.SeedSequence([int(seed), h & 0xFFFFFFFF, h >> 32]))
+
+
 def _bootstrap_vertex(X: np.ndarray, Y: np.ndarray, W: np.ndarray, F: np.ndarray, a: np.ndarray, b: np.ndarray,
-                      c: np.ndarray, groups: np.ndarray, s: MinimaSettings) -> np.ndarray:
-    """(len(groups), n) bootstrap vertices (NaN where a replicate is non-convex or degenerate)."""
+                      c: np.ndarray, groups: np.ndarray, keys: Sequence[Sequence[Any]], s: MinimaSettings,
+                      tick: Callable[[int], Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(len(groups), n) bootstrap vertices x and their losses (NaN where a replicate is non-convex or degenerate).
+
+    Each cell draws from its own stream (``cell_rng(seed, key)``), so its replicates do not depend on the other cells.
+    """
     boot = s.bootstrap
     B = int(boot.n)
-    out = np.full((len(groups), B), np.nan)
+    vx = np.full((len(groups), B), np.nan)
+    vy = np.full((len(groups), B), np.nan)
     if B <= 0 or not len(groups):
-        return out
-    rng = np.random.default_rng(int(boot.seed))
+        return vx, vy
     # compact each group's fit points to the left: (g, K)
     Fg = F[groups]
     k = Fg.sum(axis=1)
@@ -555,10 +601,11 @@ def _bootstrap_vertex(X: np.ndarray, Y: np.ndarray, W: np.ndarray, F: np.ndarray
     for lo in range(0, len(groups), chunk):
         sl = slice(lo, lo + chunk)
         g_n = len(Xc[sl])
-        u = rng.random((g_n, B, K))
-        kk = k[sl][:, None, None]
+        idx = np.zeros((g_n, B, K), np.int64)
+        for i in range(g_n):
+            kg = int(k[lo + i])
+            idx[i, :, :kg] = cell_rng(boot.seed, keys[groups[lo + i]]).integers(0, kg, size=(B, kg))
         if boot.mode == "points":
-            idx = np.minimum((u * kk).astype(int), kk - 1)
             xb = np.take_along_axis(np.broadcast_to(Xc[sl][:, None, :], (g_n, B, K)), idx, axis=2)
             yb = np.take_along_axis(np.broadcast_to(Yc[sl][:, None, :], (g_n, B, K)), idx, axis=2)
             wb = np.take_along_axis(np.broadcast_to(Wc[sl][:, None, :], (g_n, B, K)), idx, axis=2)
@@ -566,22 +613,58 @@ def _bootstrap_vertex(X: np.ndarray, Y: np.ndarray, W: np.ndarray, F: np.ndarray
             gsl = groups[sl]
             fitted = a[gsl][:, None] * Xc[sl] ** 2 + b[gsl][:, None] * Xc[sl] + c[gsl][:, None]
             resid = np.where(valid[sl], Yc[sl] - fitted, 0.0)
-            idx = np.minimum((u * kk).astype(int), kk - 1)
             xb = np.broadcast_to(Xc[sl][:, None, :], (g_n, B, K))
             wb = np.broadcast_to(Wc[sl][:, None, :], (g_n, B, K))
             yb = fitted[:, None, :] + np.take_along_axis(np.broadcast_to(resid[:, None, :], (g_n, B, K)), idx, axis=2)
         mb = np.broadcast_to(valid[sl][:, None, :], (g_n, B, K))
         shape = (g_n * B, K)
-        ab, bb, _, okb = fit_parabolas(np.reshape(xb, shape), np.reshape(yb, shape), np.reshape(wb, shape),
-                                       np.reshape(mb, shape), s.c_fixed)
+        ab, bb, cb, okb = fit_parabolas(np.reshape(xb, shape), np.reshape(yb, shape), np.reshape(wb, shape),
+                                        np.reshape(mb, shape), s.c_fixed)
+        conv = okb & (ab > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            v = np.where(okb & (ab > 0), -bb / (2 * ab), np.nan)
-        out[sl] = v.reshape(g_n, B)
-    return out
+            vx[sl] = np.where(conv, -bb / (2 * ab), np.nan).reshape(g_n, B)
+            vy[sl] = np.where(conv, cb - bb**2 / (4 * ab), np.nan).reshape(g_n, B)
+        if tick is not None:
+            tick(g_n)
+    return vx, vy
 
 
-def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fit every target group at once; returns (minima, points with x, y, weight and used_in_fit)."""
+def bca_interval(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator, s: MinimaSettings,
+                 slope: float = 1.0, icept: float = 0.0) -> tuple[float, float]:
+    """BCa interval (scipy.stats.bootstrap, points resampled in pairs) of log2 lr at one cell's vertex; NaN if it fails."""
+    from scipy import stats
+
+    def vertex(xs: np.ndarray, ys: np.ndarray, ws: np.ndarray, axis: int = -1) -> np.ndarray:
+        xs, ys, ws = (np.moveaxis(np.asarray(v, float), axis, -1) for v in (xs, ys, ws))
+        shape, n = xs.shape[:-1], xs.shape[-1]
+        flat = [v.reshape(-1, n) for v in (xs, ys, ws)]
+        aa, bb, _, ok = fit_parabolas(*flat, np.ones_like(flat[0], bool), s.c_fixed)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(ok & (aa > 0), -bb / (2 * aa), np.nan)
+        return (icept + slope * v).reshape(shape)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            res = stats.bootstrap((x, y, w), vertex, paired=True, vectorized=True, n_resamples=int(s.bootstrap.n),
+                                  confidence_level=float(s.bootstrap.level), method="BCa", rng=rng)
+        except ValueError:  # scipy refuses degenerate data
+            return math.nan, math.nan
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return (lo, hi) if slope >= 0 else (hi, lo)
+
+
+EMPIRICAL_METHODS = ("empirical", "empirical_fallback", "empirical_nonconvex", "empirical_extrapolated",
+                     "empirical_badfit", "too_few_points")
+
+
+def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, by_key: Sequence[Any] = (),
+               tick: Callable[[int], Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit every target group at once; returns (minima, points with x, y, weight and used_in_fit).
+
+    ``by_key`` (the ``by`` values of this part of the table) joins (horizon, bs) in each cell's identity, from which
+    its bootstrap stream is derived; ``tick(n)`` is called as cells are done (for a progress bar).
+    """
     G = len(targets)
     points = points.sort_values(["gid", "log2_lr"], kind="stable").reset_index(drop=True)
     xcol = "log2_lr" if s.fit_axis == "lr" else "log2_norm"
@@ -603,25 +686,48 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings) -
     with np.errstate(divide="ignore", invalid="ignore"):
         x0 = np.where(convex, -b / (2 * a), np.nan)
         y0 = np.where(convex, c - b**2 / (4 * a), np.nan)
-    # a vertex far below every observed point (by more than their spread) is a failed fit, not an optimum
+    # a vertex outside the fitted points' x range is an extrapolation, never reported as the optimum
+    fxmin = np.min(np.where(F, X, np.inf), axis=1)
+    fxmax = np.max(np.where(F, X, -np.inf), axis=1)
+    with np.errstate(invalid="ignore"):
+        extrap = convex & ((x0 < fxmin - 1e-9) | (x0 > fxmax + 1e-9))
+    inside = convex & ~extrap
+    # a vertex loss below every observed point by more than a parabola through the points can dip between two
+    # neighbouring fitted points (a gap^2 / 4) plus 3 times the points' pooled std, or by more than the points' spread
+    # (max - min), is a failed fit (an outlier or a cliff dragged the parabola), not an optimum
     y_lo = np.min(np.where(M, Y, np.inf), axis=1)
     y_spread = np.where(n > 0, np.max(np.where(M, Y, -np.inf), axis=1) - y_lo, np.nan)
     with np.errstate(invalid="ignore"):
-        badfit = convex & (y0 < y_lo - y_spread - 1e-9 * np.maximum(1.0, np.abs(y_lo)))
-    convex = convex & ~badfit
+        left = np.max(np.where(F & (X <= x0[:, None]), X, -np.inf), axis=1)
+        right = np.min(np.where(F & (X >= x0[:, None]), X, np.inf), axis=1)
+        dip = np.where(inside, a * (right - left) ** 2 / 4, np.nan)
+    good_s = F & np.isfinite(S) & (S > 0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # pooled std (a median of 2-seed stds is far too noisy), and the fit's own residual scatter where it has
+        # at least 3 degrees of freedom (with fewer, scatter and misfit cannot be told apart): all there is to go on
+        # when a point's std is unknown (one seed)
+        noise = np.sqrt(np.where(good_s, S**2, 0.0).sum(axis=1) / np.maximum(good_s.sum(axis=1), 1))
+        resid = np.where(F, Y - (a[:, None] * X**2 + b[:, None] * X + c[:, None]), 0.0)
+        dof = F.sum(axis=1) - 3
+        scatter = np.sqrt((resid**2).sum(axis=1) / np.maximum(dof, 1))
+        noise = np.where(dof >= 3, np.fmax(noise, scatter), noise)
+    allowed = np.minimum(y_spread, dip + 3 * noise)
+    with np.errstate(invalid="ignore"):
+        badfit = inside & (y0 < y_lo - allowed - 1e-9 * np.maximum(1.0, np.abs(y_lo)))
+    fitted = inside & ~badfit
 
     method = np.where(status != "ok", status, "fit").astype(object)
     method[(status == "ok") & (n < 3)] = "too_few_points"
     method[(status == "ok") & (n >= 3) & skip] = "empirical"
     method[can_fit & ~ok] = "empirical_fallback"
     method[ok & ~convex] = "empirical_nonconvex"
+    method[extrap] = "empirical_extrapolated"
     method[badfit] = "empirical_badfit"
     if s.optimum_from_closest:
-        method[convex] = "fit_closest"
-    empirical = np.isin(method, ["empirical", "empirical_fallback", "empirical_nonconvex", "empirical_badfit",
-                                 "too_few_points"]) & (n > 0)
+        method[fitted] = "fit_closest"
+    empirical = np.isin(method, EMPIRICAL_METHODS) & (n > 0)
 
-    # x range of each group's grid (all its points) and the fit window
+    # x range of each group's grid (all its points)
     xmin = np.nanmin(np.where(M, X, np.inf), axis=1)
     xmax = np.nanmax(np.where(M, X, -np.inf), axis=1)
     # log2 lr as a function of x (identity on the lr axis; a linear fit of log2 lr on log2 norm over the fit points)
@@ -638,16 +744,16 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings) -
             slope = np.where(sxx > 0, sxy / sxx, np.nan)
         icept = my - slope * mx
 
-    x_opt = np.where(convex, x0, np.nan)
-    loss_opt = np.where(convex, y0, np.nan)
+    x_opt = np.where(fitted, x0, np.nan)
+    loss_opt = np.where(fitted, y0, np.nan)
     log2_lr = icept + slope * x_opt
     norm_at = np.full(G, "", dtype=object)
     log2_norm_opt = np.full(G, np.nan)
     closest = np.full(G, -1)
-    pick = convex if s.optimum_from_closest else np.zeros(G, bool)
-    if pick.any():
-        j = np.argmin(np.where(M, np.abs(X - x_opt[:, None]), np.inf), axis=1)
-        closest[pick] = j[pick]
+    pick = fitted if s.optimum_from_closest else np.zeros(G, bool)
+    if pick.any():  # the fitted point nearest to the vertex in (x, loss), as the norm-transfer reference picks it
+        d = np.where(F, (X - x0[:, None]) ** 2 + (Y - y0[:, None]) ** 2, np.inf)
+        closest[pick] = np.argmin(d, axis=1)[pick]
     closest[empirical] = i_emp[empirical]
     use_point = closest >= 0
     cj = np.maximum(closest, 0)
@@ -657,34 +763,70 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings) -
     log2_norm_opt = np.where(use_point, N[rows, cj], np.nan)
     norm_at[use_point] = "closest_point"
     if s.fit_axis == "output_norm":
-        vertex = convex & ~use_point
+        vertex = fitted & ~use_point
         log2_norm_opt[vertex] = x0[vertex]
         norm_at[vertex] = "vertex"
     else:
-        for g in np.flatnonzero(convex & ~use_point):
+        for g in np.flatnonzero(fitted & ~use_point):
             good = M[g] & np.isfinite(N[g])
             if good.sum() >= 2:
                 log2_norm_opt[g] = np.interp(x0[g], X[g, good], N[g, good])
                 norm_at[g] = "vertex_interp"
-    on_edge = np.zeros(G, bool)
-    tol = 1e-9
-    on_edge |= convex & ((x0 <= xmin + tol) | (x0 >= xmax - tol))
-    on_edge |= empirical & (method != "too_few_points") & ((X[rows, i_emp] <= xmin + tol) | (X[rows, i_emp] >= xmax - tol))
+    has_min = (fitted | empirical) & (method != "too_few_points")
+    with np.errstate(invalid="ignore"):
+        on_edge = has_min & ((x_opt <= xmin + 1e-9) | (x_opt >= xmax - 1e-9))
 
     ci_lo = np.full(G, np.nan)
     ci_hi = np.full(G, np.nan)
     n_boot_ok = np.zeros(G, int)
-    groups = np.flatnonzero(convex)
-    if s.bootstrap.n > 0 and len(groups):
-        v = _bootstrap_vertex(X, Y, W, F, a, b, c, groups, s)
-        lv = icept[groups, None] + slope[groups, None] * v
-        tail = (1 - s.bootstrap.level) / 2 * 100
+    ci_used = np.full(G, "", dtype=object)
+    ci_widened = np.zeros(G, bool)
+    no_ci = np.zeros(G, bool)
+    groups = np.flatnonzero(fitted)
+    B = int(s.bootstrap.n)
+    if B > 0 and len(groups):
+        keys = [(int(h), _as_int(bs), *by_key) for h, bs in zip(targets["horizon"], targets["bs"])]
+        vx, vy = _bootstrap_vertex(X, Y, W, F, a, b, c, groups, keys, s, tick)
+        if s.optimum_from_closest:  # the whole procedure per replicate: its vertex, then the fitted point nearest to it
+            d = ((X[groups][:, None, :] - vx[:, :, None]) ** 2 + (Y[groups][:, None, :] - vy[:, :, None]) ** 2)
+            jb = np.argmin(np.where(F[groups][:, None, :], np.nan_to_num(d, nan=np.inf), np.inf), axis=2)
+            lv = np.where(np.isfinite(vx), np.take_along_axis(L[groups], jb, axis=1), np.nan)
+            how = "percentile"  # a grid-valued statistic: its CI is a range of grid lrs
+        else:
+            lv = icept[groups, None] + slope[groups, None] * vx
+            how = str(s.bootstrap.ci_method)
         good = np.isfinite(lv)
         n_boot_ok[groups] = good.sum(axis=1)
-        enough = good.sum(axis=1) >= max(2, s.bootstrap.n // 2)
-        lo, hi = row_percentiles(lv, [tail, 100 - tail])
+        enough = good.sum(axis=1) >= max(2, B // 2)
+        tail = (1 - s.bootstrap.level) / 2 * 100
+        q_lo, q_hi = row_percentiles(lv, [tail, 100 - tail])
+        est = log2_lr[groups]
+        used = np.full(len(groups), how, dtype=object)
+        if how == "basic":
+            lo, hi = 2 * est - q_hi, 2 * est - q_lo
+        else:
+            lo, hi = q_lo.copy(), q_hi.copy()
+        if how == "bca":
+            for i, g in enumerate(groups):
+                if not enough[i]:
+                    continue
+                f = F[g]
+                b_lo, b_hi = bca_interval(X[g, f], Y[g, f], W[g, f], cell_rng(s.bootstrap.seed, keys[g]), s,
+                                          float(slope[g]), float(icept[g]))
+                if math.isfinite(b_lo) and math.isfinite(b_hi):
+                    lo[i], hi[i] = b_lo, b_hi
+                else:
+                    used[i] = "percentile"  # BCa does not apply (non-convex replicates or jackknife fits)
+        with np.errstate(invalid="ignore"):
+            widened = enough & ((est < lo) | (est > hi))
+        lo, hi = np.minimum(lo, est), np.maximum(hi, est)
         ci_lo[groups] = np.where(enough, np.exp2(lo), np.nan)
         ci_hi[groups] = np.where(enough, np.exp2(hi), np.nan)
+        ci_used[groups] = np.where(enough, used, "")
+        ci_widened[groups] = widened
+        no_ci[groups] = ~enough
+    if tick is not None:
+        tick(G - (len(groups) if B > 0 else 0))
 
     out = targets[["horizon", "bs"]].copy()
     for col in s.by:
@@ -703,17 +845,35 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings) -
     out["averaged"] = targets["averaged"].to_numpy(bool)
     out["fit_axis"] = s.fit_axis
     out["x_opt"] = x_opt
+    out["x_vertex"] = x0
+    out["loss_vertex"] = y0
     out["a"], out["b"], out["c"] = np.where(ok, a, np.nan), np.where(ok, b, np.nan), np.where(ok, c, np.nan)
     out["weighted"] = weighted & ok
     out["n_boot_ok"] = n_boot_ok
+    out["ci_method"] = ci_used
+    out["ci_widened"] = ci_widened
     out["output_norm"] = np.exp2(log2_norm_opt)
     out["output_norm_at"] = norm_at
-    out["reason"] = targets["reason"].to_numpy(object)
-    out.loc[(method == "too_few_points"), "reason"] = [f"{k} point(s) after filters; a fit needs 3" for k in n[method == "too_few_points"]]
-    out.loc[(method == "empirical_fallback"), "reason"] = "fewer distinct x values than parabola parameters"
-    out.loc[(method == "empirical_nonconvex"), "reason"] = [f"fitted a = {v:.3g} <= 0" for v in a[method == "empirical_nonconvex"]]
-    out.loc[badfit, "reason"] = [f"fitted vertex loss {v:.4g} is {lo - v:.3g} below the lowest point {lo:.4g}, more than "
-                                 f"the points' spread {sp:.3g}" for v, lo, sp in zip(y0[badfit], y_lo[badfit], y_spread[badfit])]
+    reason = targets["reason"].to_numpy(object).copy()
+    axis = "lr" if s.fit_axis == "lr" else "output norm"
+    for g in range(G):
+        m = method[g]
+        if m == "too_few_points":
+            reason[g] = f"{n[g]} point(s) after filters; a fit needs 3"
+        elif m == "empirical_fallback":
+            reason[g] = "fewer distinct x values than parabola parameters"
+        elif m == "empirical_nonconvex":
+            reason[g] = f"fitted a = {a[g]:.3g} <= 0"
+        elif m == "empirical_extrapolated":
+            reason[g] = (f"fitted vertex at log2 {axis} {x0[g]:.3g} lies outside the fitted points' range "
+                         f"[{fxmin[g]:.3g}, {fxmax[g]:.3g}] (an extrapolation): empirical minimum used")
+        elif m == "empirical_badfit":
+            reason[g] = (f"fitted vertex loss {y0[g]:.4g} is {y_lo[g] - y0[g]:.3g} below the lowest point {y_lo[g]:.4g}, "
+                         f"more than the parabola dips between the fitted points plus 3 pooled std, or the points' spread "
+                         f"({allowed[g]:.3g})")
+        elif no_ci[g]:
+            reason[g] = f"bootstrap: {n_boot_ok[g]} of {B} replicates gave a convex fit; no CI"
+    out["reason"] = reason
     pts = points.copy()
     pos = np.arange(len(pts)) - np.repeat(np.cumsum(n) - n, n)
     gid = pts["gid"].to_numpy()
@@ -738,8 +898,11 @@ class MinimaResult:
 
 
 def compute_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSettings | None,
-                   warn: Callable[[str], None] | None = None) -> MinimaResult:
-    """Minima and their points for every (horizon, bs[, by]) of ``table`` (see the module docstring)."""
+                   warn: Callable[[str], None] | None = None, progress: bool = False) -> MinimaResult:
+    """Minima and their points for every (horizon, bs[, by]) of ``table`` (see the module docstring).
+
+    ``progress``: a tqdm bar over the cells while they are fitted and bootstrapped (total: the number of cells).
+    """
     s = as_settings(MinimaSettings, settings)
     warnings: list[str] = []
 
@@ -761,21 +924,37 @@ def compute_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSett
         _warn(f"column(s) {', '.join(mixed)} take several values but minima are over lr only: points with the same "
               f"(horizon, bs, lr) are averaged across them; set by: [{', '.join(mixed)}] to split them")
     if s.by:
-        parts = []
+        splits = []
         for key, sub in work.groupby(list(s.by), sort=True, dropna=False):
-            res = _compute_one(table.loc[sub.index], sub, s, _warn)
             key = key if isinstance(key, tuple) else (key,)
+            splits.append((key, _targets_of(table.loc[sub.index], sub, s, _warn)))
+    else:
+        splits = [((), _targets_of(table, work, s, _warn))]
+    total = sum(len(stage[1]) for _, stage in splits)
+    parts = []
+    with progress_bar(total, f"{NAME}: fit + bootstrap", enabled=progress, unit="cell") as bar:
+        for key, (sub, targets, keys, gids, codes) in splits:
+            pts = window_average(sub, keys, gids, s, codes)
+            res = fit_groups(targets, pts, s, key, bar.update)
             for col, val in zip(s.by, key):
                 res[0][col] = val
                 res[1][col] = val
             parts.append(res)
-        minima = pd.concat([p[0] for p in parts], ignore_index=True)
-        points = pd.concat([p[1] for p in parts], ignore_index=True)
-    else:
-        minima, points = _compute_one(table, work, s, _warn)
+    minima = pd.concat([p[0] for p in parts], ignore_index=True)
+    points = pd.concat([p[1] for p in parts], ignore_index=True)
     n_nonconvex = int((minima["method"] == "empirical_nonconvex").sum())
     if n_nonconvex:
         _warn(f"{n_nonconvex} fit(s) are not convex (a <= 0): empirical minimum used, method empirical_nonconvex")
+    extrap = minima[minima["method"] == "empirical_extrapolated"]
+    if len(extrap):
+        where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(extrap["horizon"], extrap["bs"]))[:5])
+        _warn(f"{len(extrap)} fit(s) put the vertex outside the fitted points' range, e.g. {where}: empirical minimum "
+              f"used, method empirical_extrapolated (extend the lr grid there; see reason)")
+    widened = minima[minima["ci_widened"].astype(bool)]
+    if len(widened):
+        where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(widened["horizon"], widened["bs"]))[:5])
+        _warn(f"{len(widened)} bootstrap CI(s) did not contain their own estimate and were widened to it (column "
+              f"ci_widened), e.g. {where}: the replicates are skewed, the estimate is unstable there")
     bad_fits = minima[minima["method"] == "empirical_badfit"]
     if len(bad_fits):
         where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(bad_fits["horizon"], bad_fits["bs"]))[:5])
@@ -797,12 +976,11 @@ def _same(table: pd.DataFrame, a: str, b: str) -> bool:
     return bool(np.allclose(x.fillna(-1), y.fillna(-1)))
 
 
-def _compute_one(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings,
-                 warn: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _targets_of(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, warn: Callable[[str], None]) -> tuple:
+    """(work, targets, edge keys, edge gids, pair codes) of one ``by`` part of the table."""
     codes = pair_codes(work)
     targets, keys, gids = resolve_targets(table, work, s, warn, codes)
-    points = window_average(work, keys, gids, s, codes)
-    return fit_groups(targets, points, s)
+    return work, targets, keys, gids, codes
 
 
 def find_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSettings | None = None,
@@ -819,6 +997,7 @@ def summarize(minima: pd.DataFrame, s: MinimaSettings) -> dict[str, Any]:
         "n_fitted": int(method.isin(["fit", "fit_closest"]).sum()),
         "n_empirical": int(method.str.startswith("empirical").sum()),
         "n_badfit": int((method == "empirical_badfit").sum()),
+        "n_extrapolated": int((method == "empirical_extrapolated").sum()),
         "n_on_edge": int(minima["on_edge"].sum()),
         "n_degenerate": int(method.isin(FAILED_METHODS).sum()),
         "methods": {k: int(v) for k, v in method.value_counts().sort_index().items()},
@@ -826,25 +1005,56 @@ def summarize(minima: pd.DataFrame, s: MinimaSettings) -> dict[str, Any]:
         "batch_sizes": sorted(_as_int(b) for b in minima["bs"].unique()),
         "output_norm_at": "vertex (fit_axis output_norm)" if s.fit_axis == "output_norm" else
                           "log2 norm interpolated linearly in log2 lr at the vertex; the closest point for empirical minima",
+        "ci_method": ("percentile (of the closest grid lr per replicate)" if s.optimum_from_closest else
+                      str(s.bootstrap.ci_method)) if s.bootstrap.n > 0 else "none",
+        "n_with_ci": int(np.isfinite(minima["lr_ci_low"].to_numpy(float)).sum()),
+        "n_ci_widened": int(minima["ci_widened"].astype(bool).sum()) if "ci_widened" in minima else 0,
+        "median_ci_width_log2": _median_width(minima),
     }
+
+
+def _median_width(minima: pd.DataFrame) -> float | None:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.log2(minima["lr_ci_high"].to_numpy(float)) - np.log2(minima["lr_ci_low"].to_numpy(float))
+    w = w[np.isfinite(w)]
+    return float(np.median(w)) if len(w) else None
 
 
 def run(table: pd.DataFrame, params: Mapping[str, Any] | None, out: Any) -> dict[str, Any]:
     """Find the minima, write minima.csv, points.csv and the figures; return the summary."""
     s = as_settings(MinimaSettings, params)
-    result = compute_minima(table, s, out.warn)
+    result = compute_minima(table, s, out.warn, progress=bool(getattr(out, "progress", False)))
     minima = result.minima
     out.table("minima", minima)
     out.table("points", result.points)
     if s.plots:
         from analyses import minima_plots
 
-        out.figure("minima_vs_horizon", minima_plots.plot_minima_vs_horizon(minima))
-        groups = minima[~minima["method"].isin(FAILED_METHODS)]
-        if len(groups) > s.max_panels:
-            out.warn(f"parabola grid shows the first {s.max_panels} of {len(groups)} (horizon, bs) groups (max_panels)")
-        out.figure("parabolas", minima_plots.plot_parabola_grid(minima, result.points, max_panels=s.max_panels))
+        label = bs_label(table, s)
+        level = f"{100 * s.bootstrap.level:g}% CI" if s.bootstrap.n > 0 else "no CI (bootstrap.n 0)"
+        out.figure("minima_vs_horizon", minima_plots.plot_minima_vs_horizon(minima, label),
+                   caption=f"optimal learning rate vs tokens, one line per {label} ({level} bars; hollow: on the lr grid's edge)")
+        out.figure("minima_vs_horizon_interactive", minima_plots.plotly_minima_vs_horizon(minima, label),
+                   caption=f"interactive: optimal learning rate vs tokens per {label}; hover for lr*, CI, method, n_points")
+        panels = minima_plots.parabola_panels(minima, s.by)
+        if len(panels) > s.max_panels:
+            out.warn(f"parabolas.png shows the first {s.max_panels} of {len(panels)} panels (max_panels); "
+                     f"parabolas_interactive.html has them all")
+        out.figure("parabolas", minima_plots.plot_parabola_grid(minima, result.points, max_panels=s.max_panels,
+                                                                by=s.by, label=label),
+                   caption=f"loss vs log2 {'output norm' if s.fit_axis == 'output_norm' else 'lr'} per horizon, one colour "
+                           f"per {label}: points, fitted parabolas, star at the reported optimum")
+        out.figure("parabolas_interactive", minima_plots.plotly_parabolas(minima, result.points, by=s.by, label=label),
+                   caption=f"interactive: the fitted parabolas of one horizon at a time (menu), one colour per {label}")
     return {"settings": s.to_dict(), **summarize(minima, s)}
+
+
+def bs_label(table: pd.DataFrame, s: MinimaSettings) -> str:
+    """What the ``bs`` column holds, for axis labels: ``bs_label``, else the table's ``attrs['bs_label']``, else batch size."""
+    if s.bs_label:
+        return str(s.bs_label)
+    attrs = getattr(table, "attrs", {}) or {}
+    return str(attrs.get("bs_label") or "batch size")
 
 
 class Minima(AnalysisBase):

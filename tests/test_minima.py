@@ -303,6 +303,13 @@ def test_horizon_snapping_warns_and_beyond_tolerance_is_unreachable(noisy):
 def test_on_edge_flag():
     table = make_table(vertex=lambda lh, lb: np.full_like(lh, -4.0))  # optimum above the largest lr (2^-5.5)
     m = mm.find_minima(table, {"horizons": [2**18], "bootstrap": NO_BOOT})
+    # the vertex lies beyond the grid: an extrapolation, so the empirical minimum (the largest lr) is reported
+    assert m["on_edge"].all() and (m["method"] == "empirical_extrapolated").all()
+    assert np.allclose(m["log2_lr"], LR_LOG2.max()) and np.allclose(m["x_vertex"], -4.0)
+    assert m["reason"].str.contains("outside the fitted points' range").all()
+    # a vertex on the last grid point is inside the range: a fit, on the edge
+    table = make_table(vertex=lambda lh, lb: np.full_like(lh, LR_LOG2.max()))
+    m = mm.find_minima(table, {"horizons": [2**18], "bootstrap": NO_BOOT})
     assert m["on_edge"].all() and (m["method"] == "fit").all()
     inside = mm.find_minima(make_table(), {"horizons": [2**18], "bootstrap": NO_BOOT})
     assert not inside["on_edge"].any()
@@ -320,9 +327,9 @@ def test_non_convex_falls_back_to_the_empirical_minimum():
     assert any("not convex" in w for w in warnings)
 
 
-def test_a_vertex_far_below_every_point_is_a_bad_fit_not_a_fit():
-    """Points falling almost linearly with a slight bend: the convex parabola's vertex lies far outside the grid and
-    far below every point (by more than their spread): before, this came out as method fit with lr* = 2^42."""
+def test_a_vertex_outside_the_fitted_range_is_not_a_fit():
+    """Points falling almost linearly with a slight bend: the convex parabola's vertex lies far outside the grid
+    (before, this came out as method fit with lr* = 2^42): the empirical minimum is reported, and the row says why."""
     x = np.arange(-10.0, -5.0)  # log2 lr: -10 .. -6, one run each, one horizon
     loss = 3.0 - 0.1 * (x + 8) + 0.001 * (x + 8) ** 2  # vertex at x = 42, loss 0.5; points 2.80 .. 3.20
     table = pd.DataFrame({"run_id": [f"r{v}" for v in x], "lr": np.exp2(x), "bs": 32, "step": 10, "horizon": 2**18,
@@ -330,14 +337,38 @@ def test_a_vertex_far_below_every_point_is_a_bad_fit_not_a_fit():
     warnings: list[str] = []
     m = mm.find_minima(table, {"horizons": [2**18], "bootstrap": {"n": 20}}, warnings.append)
     (r,) = m.itertuples()
-    assert r.method == "empirical_badfit" and r.a > 0
+    assert r.method == "empirical_extrapolated" and r.a > 0 and r.x_vertex == pytest.approx(42.0)
     assert r.log2_lr == -6.0 and r.loss == pytest.approx(loss.min())  # the empirical minimum (on the edge)
-    assert r.on_edge and np.isnan(r.lr_ci_low) and "below the lowest point" in r.reason
-    assert any("empirical_badfit" in w and "(2^18, bs 32)" in w for w in warnings)
-    assert mm.summarize(m, mm.as_settings(mm.MinimaSettings, {}))["n_badfit"] == 1
+    assert r.on_edge and np.isnan(r.lr_ci_low) and "outside the fitted points' range [-10, -6]" in r.reason
+    assert any("empirical_extrapolated" in w and "(2^18, bs 32)" in w for w in warnings)
+    assert mm.summarize(m, mm.as_settings(mm.MinimaSettings, {}))["n_extrapolated"] == 1
     # a good parabola on the same grid stays a fit
     table["train_loss"] = 3.0 + 0.05 * (x + 8) ** 2
     assert mm.find_minima(table, {"horizons": [2**18], "bootstrap": NO_BOOT})["method"].tolist() == ["fit"]
+
+
+def test_a_vertex_far_below_every_point_is_a_bad_fit_not_a_fit():
+    """A cliff at the smallest lr drags a steep parabola whose vertex, inside the grid, lies 0.3 below the lowest point
+    (the misfitting survey's 17m model at 2^27 tokens: fitted 3.53, lowest observed 3.85). An exact parabola can dip
+    below its lowest point by at most a gap^2 / 4 between two fitted points: 0.14 here."""
+    x = np.array([-10.0, -9.0, -8.0, -7.0])
+    loss = np.array([6.06, 3.847, 3.856, 3.921])
+    table = pd.DataFrame({"run_id": [f"r{v}" for v in x], "lr": np.exp2(x), "bs": 32, "step": 10, "horizon": 2**27,
+                          "train_loss": loss})
+    a, b, c = np.polyfit(x, loss, 2)  # independent answer: the unweighted fit (no std: single runs)
+    v, yv = -b / (2 * a), c - b**2 / (4 * a)
+    assert x.min() < v < x.max() and loss.min() - yv > a / 4  # inside the grid, below what a parabola can dip
+    warnings: list[str] = []
+    m = mm.find_minima(table, {"horizons": [2**27], "bootstrap": {"n": 20}}, warnings.append)
+    (r,) = m.itertuples()
+    assert r.method == "empirical_badfit" and r.loss_vertex == pytest.approx(yv) and r.x_vertex == pytest.approx(v)
+    assert r.log2_lr == -9.0 and r.loss == pytest.approx(3.847) and "below the lowest point" in r.reason
+    assert any("empirical_badfit" in w and "(2^27, bs 32)" in w for w in warnings)
+    assert mm.summarize(m, mm.as_settings(mm.MinimaSettings, {}))["n_badfit"] == 1
+    # points that do lie on a parabola: its vertex may dip below the lowest point, by less than a gap^2 / 4
+    table["train_loss"] = 3.0 + 0.5 * (x + 8.5) ** 2  # vertex midway between -9 and -8: 0.125 below both
+    (r,) = mm.find_minima(table, {"horizons": [2**27], "bootstrap": NO_BOOT}).itertuples()
+    assert r.method == "fit" and r.loss == pytest.approx(3.0) and r.log2_lr == pytest.approx(-8.5)
 
 
 def test_too_few_points():
