@@ -99,18 +99,18 @@ def test_regressions_without_a_minima_node_use_the_minima_analysis_defaults(tmp_
     table = pd.DataFrame([{"run_id": f"{bs}-{log_lr}-{seed}", "bs": bs, "lr": 2.0**log_lr, "horizon": 2.0**log_h,
                            "train_loss": 3 + 0.1 * (log_lr - (-0.25 * log_h + 0.5 * np.log2(bs) - 3)) ** 2 + rng.normal(0, 0.01)}
                           for bs in (32, 64, 128) for log_lr in np.arange(-10, -2, 0.5) for seed in (0, 1) for log_h in (24, 25, 26)])
-    alone = as_settings(regressions.RegressionsSettings, {"bootstrap": {"n": 0}, "progress": False})
+    alone = as_settings(regressions.RegressionsSettings, {"bootstrap": {"n": 0}})
     assert alone.minima is None and alone.minima_settings == MinimaSettings()
     root = OmegaConf.create({"analysis": {
         "minima": OmegaConf.structured(MinimaSettings),
         "regressions": OmegaConf.merge(OmegaConf.structured(regressions.RegressionsSettings),
-                                       {"minima": "${oc.select:analysis.minima,null}"})}})
+                                       {"minima": "${oc.select:analysis.minima,null}", "bootstrap": {"n": 0}})}})
     shared = OmegaConf.to_object(root.analysis.regressions)
     assert shared.minima == MinimaSettings()
     expected = find_minima(table, MinimaSettings())
     pd.testing.assert_frame_equal(find_minima(table, alone.minima_settings), expected)
     for settings in (alone, shared):
-        out = AnalysisOutput(tmp_path, "regressions")
+        out = AnalysisOutput(tmp_path, "regressions", progress=False)
         summary = regressions.Regressions().run(table, settings, out)
         used = pd.read_csv(out.commit(summary) / "minima_used.csv")
         np.testing.assert_allclose(used["lr"], usable_minima(expected)["lr"], rtol=1e-12)

@@ -26,8 +26,8 @@ def sweep_table(seed: int) -> tuple[pd.DataFrame, dict]:
 
 def regress(table: pd.DataFrame, tmp_path, n_boot: int) -> dict:
     params = {"minima": {"horizons": HORIZONS, "plots": False, "bootstrap": {"n": 100, "seed": 0}}, "bootstrap": {"n": n_boot, "seed": 1},
-              "progress": False, "norm_band": {"enabled": False}}
-    out = AnalysisOutput(tmp_path, "regressions")
+              "norm_band": {"enabled": False}, "joint": {"enabled": False}}
+    out = AnalysisOutput(tmp_path, "regressions", progress=False)
     summary = regressions.run(table, params, out)
     out.discard()
     return summary
@@ -42,14 +42,16 @@ def test_demo_sweep_planted_law_inside_the_reported_cis(tmp_path):
 
 
 @pytest.mark.slow
-def test_bootstrap_ci_covers_the_planted_law_in_at_least_90_percent_of_50_sweeps(tmp_path):
+def test_default_bootstrap_ci_covers_the_planted_law_in_90_to_97_percent_of_50_sweeps(tmp_path):
+    """The default ci_method (normal, small-sample corrected) at nominal 95%: coverage in [0.90, 0.97] over 50 sweeps."""
+    assert regressions.RegressionsSettings().bootstrap.ci_method == "normal"
     hits = {"alpha": 0, "beta": 0}
     for seed in range(50):
         table, planted = sweep_table(seed=100 + seed)
         boot = regress(table, tmp_path, n_boot=100)["bootstrap"]
         hits["alpha"] += boot["alpha_ci"][0] <= planted["B"] <= boot["alpha_ci"][1]
         hits["beta"] += boot["beta_ci"][0] <= planted["A"] <= boot["beta_ci"][1]
-    assert hits["alpha"] >= 45 and hits["beta"] >= 45, hits
+    assert 45 <= hits["alpha"] <= 48 and 45 <= hits["beta"] <= 48, hits
 
 
 def test_small_sample_inflation_restores_the_variance_of_a_mean_of_n_runs():

@@ -1,7 +1,9 @@
 """Bootstrap over a sweep's runs: resample each configuration's runs (seeds), re-run minima, refit."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,19 +52,60 @@ def runs_per_configuration(table: pd.DataFrame) -> int:
     return int(table[[*keys, "run_id"]].drop_duplicates().groupby(keys, dropna=False).size().max())
 
 
-def bootstrap_coefficients(table: pd.DataFrame, refit: Callable[[pd.DataFrame], dict[str, float]], n: int, seed: int,
-                           progress: bool = True) -> pd.DataFrame:
-    """Coefficients of ``refit`` on ``n`` run-resampled replicates (failed replicates are NaN rows)."""
-    from tqdm.auto import tqdm
+CI_METHODS = ("normal", "percentile", "basic")
 
-    rng = np.random.default_rng(seed)
+
+def fit_stream(seed: int, *identity: Any) -> np.random.Generator:
+    """A generator of its own for one fit: SeedSequence(seed, spawn_key = a stable hash of the fit's identity).
+
+    The same seed and identity (e.g. ``("joint_optimum", horizon)``) always give the same stream, whatever other
+    fits or horizons the run asks for; different identities give independent streams.
+    """
+    digest = hashlib.sha256(repr(tuple(str(v) for v in identity)).encode()).digest()
+    key = tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
+
+
+def bootstrap_coefficients(table: pd.DataFrame, refit: Callable[[pd.DataFrame], dict[str, float]], n: int, seed: int,
+                           identity: tuple = ("lr_vs_bs_horizon",), progress: bool = True, desc: str = "bootstrap") -> pd.DataFrame:
+    """Coefficients of ``refit`` on ``n`` run-resampled replicates drawn from ``fit_stream(seed, *identity)`` (failed: NaN rows)."""
+    from toolkit.progress import progress_bar
+
+    rng = fit_stream(seed, *identity)
     rows = []
-    for _ in tqdm(range(n), desc="bootstrap", disable=True if not progress else None, leave=False):
-        try:
-            rows.append(refit(resample_runs(table, rng)))
-        except Exception:  # noqa: BLE001 - a replicate whose fit is degenerate counts as missing
-            rows.append({})
+    with progress_bar(n, desc, enabled=progress, unit="replicate") as bar:
+        for _ in range(n):
+            try:
+                rows.append(refit(resample_runs(table, rng)))
+            except Exception:  # noqa: BLE001 - a replicate whose fit is degenerate counts as missing
+                rows.append({})
+            bar.update(1)
     return pd.DataFrame(rows)
+
+
+def bootstrap_ci(estimate: float, samples: np.ndarray, method: str = "normal", level: float = 0.95,
+                 inflation: float = 1.0) -> tuple[float, list[float]]:
+    """(se, [low, high]) from bootstrap replicates: normal (estimate -/+ z se), percentile or basic; NaN replicates ignored.
+
+    ``inflation`` widens the interval about the estimate (the small-sample factor sqrt(n/(n-1)) for n runs per
+    configuration): se times it, and each percentile's distance from the estimate times it.
+    """
+    v = np.asarray(samples, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2 or not np.isfinite(estimate):
+        return float("nan"), [float("nan"), float("nan")]
+    se = float(np.std(v, ddof=1)) * inflation
+    if method == "normal":
+        return se, normal_ci(estimate, se, level)
+    tail = (1 - level) / 2
+    q_lo, q_hi = (float(q) for q in np.quantile(v, [tail, 1 - tail]))
+    if method == "percentile":
+        lo, hi = q_lo, q_hi
+    elif method == "basic":
+        lo, hi = 2 * estimate - q_hi, 2 * estimate - q_lo
+    else:
+        raise ValueError(f"unknown ci_method {method!r}; expected one of {', '.join(CI_METHODS)}")
+    return se, [float(estimate + inflation * (lo - estimate)), float(estimate + inflation * (hi - estimate))]
 
 
 def normal_ci(estimate: float, se: float, level: float = 0.95) -> list[float]:

@@ -144,24 +144,111 @@ def single_factor_fits(minima: pd.DataFrame, weighted: bool = True) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def norm_band_points(table: pd.DataFrame, c: float, eps: float, lr_bounds=None, bs_bounds=None, horizon_bounds=None) -> pd.DataFrame:
-    """For each (bs, lr), the first horizon whose output norm lies in [2^(c-eps), 2^(c+eps)]."""
+ENTRY_RULES = ("first_in_band", "crossing")
+
+
+def _within(values: np.ndarray, bounds: Any, open_interval: bool = False) -> np.ndarray:
+    """Mask of values inside [low, high] (either may be None); strictly inside when ``open_interval``."""
+    keep = np.ones(len(values), bool)
+    if bounds:
+        low, high = bounds
+        if low is not None:
+            keep &= values > float(low) if open_interval else values >= float(low)
+        if high is not None:
+            keep &= values < float(high) if open_interval else values <= float(high)
+    return keep
+
+
+def norm_band_entries(table: pd.DataFrame, c: float, eps: float, lr_bounds=None, bs_bounds=None, horizon_bounds=None,
+                      entry: str = "first_in_band", lr_open: bool = False, drop_censored: bool = True) -> pd.DataFrame:
+    """Every (bs, lr) pair with its band-entry horizon and a ``status``: used, left_censored, not_reached, out_of_bounds.
+
+    ``entry``: ``first_in_band`` is the first logged horizon whose output norm lies in [2^(c-eps), 2^(c+eps)] (the
+    norm-transfer reference); ``crossing`` is the horizon where log2 norm crosses c, interpolated linearly in log2
+    horizon between the two logged horizons around it. A pair whose norm is already in the band (``first_in_band``)
+    or above c (``crossing``) at its first logged horizon entered before the data starts: ``left_censored`` (its
+    entry horizon is only an upper bound), dropped when ``drop_censored``. The horizon bounds are applied to the
+    entry horizon after the search (a pair is never moved to the bound); the lr bounds are open intervals when
+    ``lr_open`` (the reference keeps 0 < lr < 1).
+    """
     for col in ("lr", "bs", "horizon", "output_norm"):
         if col not in table.columns:
             raise UserError(f"norm-band fit: missing column '{col}'; the table has: {', '.join(table.columns)}")
+    if entry not in ENTRY_RULES:
+        raise UserError(f"norm-band fit: entry '{entry}' is not one of {', '.join(ENTRY_RULES)}")
     frame = table[["lr", "bs", "horizon", "output_norm"]].dropna()
-    frame = frame.groupby(["bs", "lr", "horizon"], as_index=False)["output_norm"].mean()
-    for col, bounds in (("lr", lr_bounds), ("bs", bs_bounds), ("horizon", horizon_bounds)):
-        if bounds:
-            low, high = bounds
-            if low is not None:
-                frame = frame[frame[col] >= float(low)]
-            if high is not None:
-                frame = frame[frame[col] <= float(high)]
-    log_norm = np.log2(frame["output_norm"].to_numpy(float))
-    inside = frame[(log_norm >= c - eps) & (log_norm <= c + eps)]
-    first = inside.sort_values("horizon").groupby(["bs", "lr"], as_index=False).first()
-    return first.sort_values(["bs", "lr"]).reset_index(drop=True)
+    frame = frame[(frame["output_norm"] > 0) & (frame["horizon"] > 0)]
+    frame = frame[_within(frame["lr"].to_numpy(float), lr_bounds, lr_open) & _within(frame["bs"].to_numpy(float), bs_bounds)]
+    frame = frame.groupby(["bs", "lr", "horizon"], as_index=False)["output_norm"].mean().sort_values(["bs", "lr", "horizon"])
+    rows = []
+    for (bs, lr), g in frame.groupby(["bs", "lr"], sort=True):
+        lh = np.log2(g["horizon"].to_numpy(float))
+        ln = np.log2(g["output_norm"].to_numpy(float))
+        row = {"bs": bs, "lr": lr, "horizon": np.nan, "output_norm": np.nan, "first_logged_horizon": float(2.0 ** lh[0]),
+               "status": "not_reached"}
+        if entry == "first_in_band":
+            inside = np.flatnonzero((ln >= c - eps) & (ln <= c + eps))
+            if len(inside):
+                j = int(inside[0])
+                row.update(horizon=float(2.0 ** lh[j]), output_norm=float(2.0 ** ln[j]), status="left_censored" if j == 0 else "used")
+        else:
+            above = np.flatnonzero(ln >= c)
+            if len(above):
+                j = int(above[0])
+                if j == 0:
+                    row.update(horizon=float(2.0 ** lh[0]), output_norm=float(2.0 ** ln[0]), status="left_censored")
+                else:
+                    t = (c - ln[j - 1]) / (ln[j] - ln[j - 1])
+                    row.update(horizon=float(2.0 ** (lh[j - 1] + t * (lh[j] - lh[j - 1]))), output_norm=float(2.0**c), status="used")
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["bs", "lr", "horizon", "output_norm", "first_logged_horizon", "status"])
+    if not drop_censored:
+        out.loc[out["status"] == "left_censored", "status"] = "used"
+    found = out["horizon"].notna().to_numpy()
+    outside = found & ~_within(out["horizon"].to_numpy(float), horizon_bounds)
+    out.loc[outside & (out["status"] == "used").to_numpy(), "status"] = "out_of_bounds"
+    return out.reset_index(drop=True)
+
+
+def norm_band_points(table: pd.DataFrame, c: float, eps: float, lr_bounds=None, bs_bounds=None, horizon_bounds=None,
+                     entry: str = "first_in_band", lr_open: bool = False, drop_censored: bool = True) -> pd.DataFrame:
+    """The (bs, lr) pairs that enter the fit: ``norm_band_entries`` with status ``used``."""
+    entries = norm_band_entries(table, c, eps, lr_bounds, bs_bounds, horizon_bounds, entry, lr_open, drop_censored)
+    used = entries[entries["status"] == "used"]
+    return used[["bs", "lr", "horizon", "output_norm"]].sort_values(["bs", "lr"]).reset_index(drop=True)
+
+
+def band_bias_note(entry: str, eps: float, norm_slope: float | None = None) -> str:
+    """What the band-entry estimator measures and how it is biased (for summary.json)."""
+    if entry == "first_in_band":
+        slope = f"{norm_slope:.3g}" if norm_slope is not None and np.isfinite(norm_slope) and norm_slope != 0 else "s"
+        return (f"first_in_band dates each (bs, lr) at the first logged horizon whose norm reaches 2^(c-{eps:g}), the band's "
+                f"lower edge, not its centre: when the norm at the optimum is 2^c and log2 norm rises by {slope} per unit of "
+                f"log2 lr, C is biased by about -{eps:g}/{slope} (and by the logging grid, since the first logged horizon "
+                f"lies after the true entry, which also tilts A). Use entry: crossing for the horizon where the norm crosses c.")
+    return ("crossing interpolates the horizon where log2 norm crosses c between the two logged horizons around it; "
+            "unbiased when log2 norm is locally linear in log2 horizon and 2^c is the norm at the optimum.")
+
+
+def law_intercepts(fit: "LinearFit", horizons: Any) -> pd.DataFrame:
+    """Per-horizon intercepts gamma + beta log2 h of lr_vs_bs_horizon, SEs by the delta method from the joint covariance."""
+    rows = []
+    cov = fit.cov
+    for h in horizons:
+        z = float(np.log2(float(h)))
+        value = fit.params["gamma"] + fit.params["beta"] * z
+        if cov is not None and {"beta", "gamma"} <= set(cov.index):
+            var = cov.loc["gamma", "gamma"] + z * z * cov.loc["beta", "beta"] + 2 * z * cov.loc["gamma", "beta"]
+        elif cov is not None and "gamma" in cov.index:
+            var = cov.loc["gamma", "gamma"]
+        elif cov is not None and "beta" in cov.index:
+            var = z * z * cov.loc["beta", "beta"]
+        else:
+            var = 0.0
+        se = float(np.sqrt(max(float(var), 0.0)))
+        rows.append({"horizon": float(h), "log2_horizon": z, "intercept": float(value), "intercept_se": se,
+                     "ci_low": float(value - Z95 * se), "ci_high": float(value + Z95 * se)})
+    return pd.DataFrame(rows)
 
 
 def fit_norm_band(points: pd.DataFrame, fixed: dict[str, float] | None = None) -> LinearFit:
