@@ -74,7 +74,8 @@ def test_several_analyses_at_once(compose_cfg):
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
 def test_every_experiment_composes_and_resolves(compose_cfg, experiment):
-    cfg = compose_cfg([f"experiment={experiment}"])
+    needs = {"porian": ["recipe.path=experiment_results.pickle.xz"]}  # the preset's data file is the user's
+    cfg = compose_cfg([f"experiment={experiment}", *needs.get(experiment, [])])
     if any(("analysis", a) not in SCHEMAS for a in cfg.analysis):
         pytest.skip(f"{experiment} needs an extra")
     job = pipeline.resolve(cfg)

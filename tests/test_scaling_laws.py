@@ -301,11 +301,13 @@ def test_approach2_bootstrap_is_fast_and_seeded():
 
 
 def test_approach1_envelope_follows_the_planted_allocation():
-    """The envelope of a dense (N, D) grid gives N* ~ C^a near the planted a."""
+    """The envelope (Pareto frontier) of dense loss curves gives N* ~ C^a near the planted a. Fixed sizes make the
+    frontier a staircase (each size holds it over a range of C) and the ends are cut by the sizes trained, so it
+    sits 0.02 below the truth here (tests/test_scaling_ci.py: the isoFLOP design recovers it within 0.01)."""
     table = isoflop_table(n_models=25, n_tokens=60, noise=0.0, n_range=(1e6, 1e10), d_range=(1e6, 1e13))
-    fit_n, fit_d, env = approach1.fit_envelope(table["N"], table["D"], table["C"], table["loss"], bins=30)
-    assert len(env) == 30
-    assert fit_n.exponent == pytest.approx(A_TRUE, abs=0.05)
+    fit_n, fit_d, env = approach1.fit_envelope(table["N"], table["D"], table["C"], table["loss"])
+    assert len(env) == 247 and env["N"].nunique() == 25
+    assert fit_n.exponent == pytest.approx(A_TRUE, abs=0.03)
     assert fit_n.exponent + fit_d.exponent == pytest.approx(1.0, abs=1e-9)
 
 
@@ -320,6 +322,7 @@ def test_power_law_fit_is_exact_on_a_power_law():
 
 FAST = {
     "approaches": [1, 2, 3],
+    "approach1": {"bootstrap": {"n": 100, "seed": 0}},
     "approach2": {"n_budgets": 8, "bootstrap": {"n": 100, "seed": 0}},
     "approach3": {"grid": SMALL_GRID, "bootstrap": {"n": 50, "seed": 0}},
 }
@@ -382,7 +385,7 @@ def test_group_by_fits_each_group(tmp_path):
         assert got["alpha"] == pytest.approx(alone.params["alpha"], rel=1e-6), label
         assert got["n_points"] == len(rows)
         assert got["alpha"] == pytest.approx(planted, abs=0.03), label
-        env_alone = approach1.fit_envelope(rows["N"], rows["D"], rows["C"], rows["loss"], bins=30)[0]
+        env_alone = approach1.fit_envelope(rows["N"], rows["D"], rows["C"], rows["loss"])[0]
         assert summary["groups"][label]["approach1"]["a"] == pytest.approx(env_alone.exponent, rel=1e-9), label
     final = out.commit(summary)
     assert set(pd.read_csv(final / "approach1_envelope.csv")["group"]) == {"web/1", "code/1"}

@@ -282,7 +282,8 @@ def test_misfitting_experiment_runs_all_three_approaches_in_one_command(tmp_path
     out = tmp_path / "OUT"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "experiment=misfitting", f"tracker.path={path}",
-         "analysis.scaling_laws.approach2.bootstrap.n=50", "analysis.scaling_laws.approach3.bootstrap.n=20",
+         "analysis.scaling_laws.approach1.bootstrap.n=50", "analysis.scaling_laws.approach2.bootstrap.n=50",
+         "analysis.scaling_laws.approach3.bootstrap.n=20",
          f"hydra.run.dir={out}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -82,11 +82,54 @@ def open_lm_params(width: np.ndarray, depth: np.ndarray, vocab_size: np.ndarray 
     return (4 * width + 3 * d_ff) * width * np.asarray(depth, float) + np.asarray(vocab_size, float) * width
 
 
+PARAM_COUNTS = ("standard", "attention", "kaplan")  # Porian et al.'s ISOFLOP_ARGS param_count settings
+
+
+def porian_counts(width: np.ndarray, depth: np.ndarray, seq_len: np.ndarray | float = 2048,
+                  vocab_size: np.ndarray | float = 50432, param_count: str = "standard") -> tuple[np.ndarray, np.ndarray]:
+    """(N, FLOPs per token) of Porian et al.'s OpenLM models by their ``param_count`` setting (their data.py):
+    standard: N = OpenLM count with embeddings, 6 N per token (no attention); attention: FLOPs per token
+    6 N + 6 seq_len width depth and N = that / 6 (effective parameters); kaplan: N without embeddings, 6 N."""
+    width, depth = np.asarray(width, float), np.asarray(depth, float)
+    if param_count == "standard":
+        n = open_lm_params(width, depth, vocab_size)
+        return n, 6.0 * n
+    if param_count == "attention":
+        fpt = 6.0 * open_lm_params(width, depth, vocab_size) + 6.0 * np.asarray(seq_len, float) * width * depth
+        return fpt / 6.0, fpt
+    if param_count == "kaplan":
+        n = open_lm_params(width, depth, 0.0)
+        return n, 6.0 * n
+    raise UserError(f"porian loader: param_count={param_count!r}; expected one of {', '.join(PARAM_COUNTS)}")
+
+
+def proportional_smoothing(curve: pd.Series, window: float = 0.05, compensate_delay: bool = True) -> pd.Series:
+    """Porian et al.'s smoothing of a logged loss (data.py ``proportional_sliding_window_filter``): point i is the
+    mean of points i - floor(window i) .. i + floor(window i) (a window growing with the step), at the mean of
+    their positions; ``compensate_delay`` moves each step back by half its gap to the previous (their logging-delay
+    correction of ``train/loss``)."""
+    values = curve.to_numpy(float)
+    steps = curve.index.to_numpy(float)
+    i = np.arange(len(values))
+    half = np.floor(window * i).astype(int)
+    up, down = np.minimum(i + half, len(values) - 1), np.maximum(i - half, 0)
+    sums = np.r_[0.0, np.cumsum(values)]
+    smoothed = (sums[up + 1] - sums[down]) / (up - down + 1)
+    at = np.interp((up + down) / 2, i, steps)
+    if compensate_delay:
+        at = at - np.diff(at, prepend=0.0) / 2
+    return pd.Series(smoothed, index=at, name=f"{curve.name}_smoothed" if curve.name else None)
+
+
 def load_porian(path: str | os.PathLike, *, allow_pickle: bool = False, loss_key: str = "train/loss",
-                min_step: int = 1, extra_columns: tuple[str, ...] = ("dataset", "hparams", "warmup", "decay", "lr", "bs",
-                                                                      "seq_len", "width", "depth", "seed")) -> pd.DataFrame:
-    """Porian et al.'s results pickle, one row per logged step of every run: N = OpenLM parameter count (with
-    embeddings), D = step * bs * seq_len, C = 6 N D (their flops_per_token without attention), loss = ``loss_key``.
+                min_step: int = 1, param_count: str = "standard", smoothing_window: float = 0.05,
+                extra_columns: tuple[str, ...] = ("dataset", "hparams", "warmup", "decay", "lr", "bs",
+                                                  "seq_len", "width", "depth", "seed")) -> pd.DataFrame:
+    """Porian et al.'s results pickle, one row per logged step of every run: N and C = FLOPs per token x D by their
+    ``param_count`` (standard: with embeddings, 6 N D, no attention; attention; kaplan: without embeddings),
+    D = step * bs * seq_len, loss = ``loss_key``. A key ending in ``_smoothed`` that the frame lacks (e.g.
+    ``train/loss_smoothed``) is computed from the raw key with their proportional sliding window
+    (``smoothing_window``; the logging-delay correction for ``train/loss``, as their data.py does).
 
     Unpickling executes code from the file: refused unless ``allow_pickle=True`` (only for files you trust).
     """
@@ -94,29 +137,40 @@ def load_porian(path: str | os.PathLike, *, allow_pickle: bool = False, loss_key
     if not allow_pickle:
         raise UserError(f"{p}: refusing to unpickle (loading a pickle runs code from the file); pass allow_pickle=True "
                         "only for a file you trust, e.g. the one downloaded from formll/resolving-scaling-law-discrepancies")
+    if param_count not in PARAM_COUNTS:
+        raise UserError(f"{p}: param_count={param_count!r}; expected one of {', '.join(PARAM_COUNTS)}")
+    if not 0 <= smoothing_window < 1:
+        raise UserError(f"{p}: smoothing_window={smoothing_window!r}; expected a number in [0, 1)")
     runs: Any = pd.read_pickle(p, compression="infer")
     if not isinstance(runs, pd.DataFrame):
         raise UserError(f"{p}: expected a pickled pandas DataFrame, got {type(runs).__name__}")
-    needed = [loss_key, "width", "depth", "bs", "seq_len"]
+    source_key, smooth = loss_key, False
+    if loss_key not in runs.columns and loss_key.endswith("_smoothed"):
+        source_key, smooth = loss_key[: -len("_smoothed")], True
+    needed = [source_key, "width", "depth", "bs", "seq_len"]
     missing = [c for c in needed if c not in runs.columns]
     if missing:
         raise UserError(f"{p}: missing column(s) {', '.join(missing)}; the frame has: {', '.join(map(str, runs.columns))}")
     vocab = runs["vocab_size"].astype(float) if "vocab_size" in runs.columns else 50432.0
-    n_params = open_lm_params(runs["width"].astype(float).to_numpy(), runs["depth"].astype(float).to_numpy(),
-                              np.asarray(vocab, float))
+    n_params, per_token = porian_counts(runs["width"].astype(float).to_numpy(), runs["depth"].astype(float).to_numpy(),
+                                        runs["seq_len"].astype(float).to_numpy(), np.asarray(vocab, float), param_count)
     rows = []
     keep = [c for c in extra_columns if c in runs.columns]
     for i, (_, run) in enumerate(runs.iterrows()):
-        curve = run[loss_key]
+        curve = run[source_key]
         if not isinstance(curve, pd.Series) or not len(curve):
             continue
-        curve = pd.to_numeric(curve, errors="coerce").dropna().groupby(level=0).mean().sort_index()
+        curve = pd.to_numeric(curve, errors="coerce").dropna()
+        if smooth and len(curve):
+            curve = proportional_smoothing(curve.rename(source_key), smoothing_window,
+                                           compensate_delay=source_key == "train/loss")
+        curve = curve.groupby(level=0).mean().sort_index()
         steps = curve.index.to_numpy(float)
         curve = curve[steps >= min_step]
         if not len(curve):
             continue
         tokens = curve.index.to_numpy(float) * float(run["bs"]) * float(run["seq_len"])
-        part = pd.DataFrame({"N": n_params[i], "D": tokens, "C": 6.0 * n_params[i] * tokens,
+        part = pd.DataFrame({"N": n_params[i], "D": tokens, "C": per_token[i] * tokens,
                              "loss": curve.to_numpy(float), "run_id": f"porian-{i}",
                              "step": curve.index.to_numpy()})
         for col in keep:

@@ -1,10 +1,13 @@
 """Analysis `scaling_laws`: compute-optimal allocation by Chinchilla's three approaches, with uncertainty.
 
-- approach 1 (``approach1.py``): the min-loss point per compute budget (the envelope), N* ~ C^a, D* ~ C^b;
+- approach 1 (``approach1.py``): the envelope (the Pareto frontier of loss against compute), N* ~ C^a, D* ~ C^b,
+  bootstrap CIs;
 - approach 2 (``approach2.py``): IsoFLOP minima per budget (Akima or parabola), weighted power laws, bootstrap CIs;
 - approach 3 (``approach3.py``): L(N, D) = E + A/N^alpha + B/D^beta by Huber loss on log L from a grid of starts
   (fast batched multi-start, same optimum as a scipy L-BFGS-B loop), implied N*(C), D*(C), bootstrap CIs.
-Figures in ``plots.py``. ``group_by`` fits each group of rows separately.
+Figures in ``plots.py``. ``group_by`` fits each group of rows separately. Every bootstrap draws from its own stream
+(``intervals.stream``: the seed and the group, approach and budget), so what else is fitted does not move a CI;
+``ci_method`` (percentile, basic or bca) turns the replicates into the interval.
 
 Each approach first checks that the data can identify its parameters (``approachK.identifiability``: spread in N
 per budget and enough budgets for 1 and 2, spread in N and in D for 3); one that cannot is reported as
@@ -16,22 +19,25 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import reduce
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 
 from analyses.scaling_laws import approach1, approach2, approach3
+from analyses.scaling_laws.intervals import bootstrap_ci, stream
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
+from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
 from toolkit.settings import Choice, Settings, as_settings, fail
 
 REQUIRED_COLUMNS = ("N", "D", "C", "loss")
 WHO = "scaling_laws"
-MINIMUM = {"approach1.bins": 1, "approach2.n_budgets": 1, "approach2.min_models": 1, "approach2.tolerance": 0,
+MINIMUM = {"approach1.bins": 1, "approach1.bootstrap.n": 0, "approach2.n_budgets": 1, "approach2.min_models": 1, "approach2.tolerance": 0,
            "approach2.max_gap": 0, "approach2.grid_multiplier": 1, "approach2.parabola_points": 3,
            "approach2.min_std_factor": 0, "approach2.bootstrap.n": 0, "approach2.bootstrap.noise_std": 0,
+           "approach2.bootstrap.seed_noise.low": 0, "approach2.bootstrap.seed_noise.high": 0,
            "approach3.polish": 1, "approach3.bootstrap.n": 0}  # the least value of each number setting (null passes)
 
 
@@ -40,6 +46,17 @@ MINIMUM = {"approach1.bins": 1, "approach2.n_budgets": 1, "approach2.min_models"
 
 MinimumMethod = Choice("MinimumMethod", {"akima": "akima", "parabola": "parabola"}, module=__name__)  # min over N
 IsoflopBootstrapMode = Choice("IsoflopBootstrapMode", {"noise": "noise", "resample": "resample"}, module=__name__)
+CiMethod = Choice("CiMethod", {"percentile": "percentile", "basic": "basic", "bca": "bca"}, module=__name__)
+NoiseModel = Choice("NoiseModel", {"constant": "constant", "porian": "porian"}, module=__name__)
+SdSpacing = Choice("SdSpacing", {"sizes": "sizes", "grid": "grid"}, module=__name__)
+
+
+@dataclass
+class EnvelopeBootstrap:
+    """Approach 1's bootstrap: the envelope refitted on the points resampled with replacement (n: 0 switches it off)."""
+
+    n: int = 1000
+    seed: int = 0
 
 
 @dataclass
@@ -47,6 +64,19 @@ class Approach1Settings:
     """The envelope."""
 
     bins: int = 30
+    bootstrap: EnvelopeBootstrap = field(default_factory=EnvelopeBootstrap)
+    ci_method: CiMethod = CiMethod.percentile
+
+
+@dataclass
+class SeedNoise:
+    """Porian et al.'s loss-dependent seed noise (``get_noise_for_loss``): SD ``low`` where log(loss) <= log_loss_low,
+    ``high`` where log(loss) >= log_loss_high, log-linear between (their defaults)."""
+
+    low: float = 0.005
+    high: float = 0.1
+    log_loss_low: float = 3.0
+    log_loss_high: float = 6.0
 
 
 @dataclass
@@ -57,6 +87,10 @@ class IsoflopBootstrap:
     mode: IsoflopBootstrapMode = IsoflopBootstrapMode.noise
     noise_std: float = 0.005
     seed: int = 0
+    noise_model: NoiseModel = NoiseModel.constant
+    seed_noise: SeedNoise = field(default_factory=SeedNoise)
+    seed_noise_by: Optional[str] = None
+    seed_noise_values: Dict[str, SeedNoise] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +108,10 @@ class Approach2Settings:
     parabola_points: Optional[int] = 5
     weighted: bool = True
     min_std_factor: float = 0.33
+    min_std_spacing: SdSpacing = SdSpacing.sizes
+    max_edge_share: float = 0.02
+    bs_median_as_obs: bool = False
+    ci_method: CiMethod = CiMethod.percentile
     bootstrap: IsoflopBootstrap = field(default_factory=IsoflopBootstrap)
 
 
@@ -116,6 +154,7 @@ class Approach3Settings:
     bounds: Optional[Bounds] = field(default_factory=Bounds)
     schedule: List[List[int]] = field(default_factory=lambda: [list(p) for p in approach3.DEFAULT_SCHEDULE])
     polish: int = 5
+    ci_method: CiMethod = CiMethod.bca
     bootstrap: ParametricBootstrap = field(default_factory=ParametricBootstrap)
 
 
@@ -137,6 +176,18 @@ class ScalingLawsSettings(Settings):
             value = reduce(getattr, key.split("."), self)
             if value is not None and not value >= low:
                 raise fail(WHO, key, value, f"a number >= {low}")
+        if not 0 <= self.approach2.max_edge_share < 1:
+            raise fail(WHO, "approach2.max_edge_share", self.approach2.max_edge_share, "a share in [0, 1)")
+        boot2 = self.approach2.bootstrap
+        for value, noise in {"": boot2.seed_noise, **boot2.seed_noise_values}.items():
+            where = "approach2.bootstrap.seed_noise" + (f"_values.{value}" if value else "")
+            if not (noise.low > 0 and noise.high > 0):
+                raise fail(WHO, where, asdict(noise), "low and high SDs > 0")
+            if not noise.log_loss_low < noise.log_loss_high:
+                raise fail(WHO, where, asdict(noise), "log_loss_low < log_loss_high")
+        if boot2.noise_model.value == "porian" and boot2.mode.value != "noise":
+            raise fail(WHO, "approach2.bootstrap.noise_model", "porian", "constant with bootstrap.mode=resample "
+                       "(the seed-noise model adds noise: mode=noise)")
         a3 = self.approach3
         if not a3.huber_delta > 0:
             raise fail(WHO, "approach3.huber_delta", a3.huber_delta, "a number > 0")
@@ -170,27 +221,90 @@ def not_identifiable(reason: str) -> dict[str, Any]:
     return {"identifiable": False, "reason": reason}
 
 
-def run_approach1(table: pd.DataFrame, p: Approach1Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+class _Bar:
+    """A progress bar with a known total, or nothing when ``enabled`` is false (tick(k): k more units done)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool, unit: str):
+        self.bar = progress_bar(total, desc, enabled=enabled, unit=unit)
+
+    def tick(self, k: int = 1) -> None:
+        """Advance by k."""
+        self.bar.update(k)
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
+
+
+def _interval(samples: np.ndarray, estimate: float, method: Any, jackknife: np.ndarray | None = None) -> list[float]:
+    """The 95% bootstrap CI of one statistic by ``method`` (a CiMethod or its name)."""
+    return bootstrap_ci(samples, estimate, getattr(method, "value", method), 0.95, jackknife)
+
+
+def run_approach1(table: pd.DataFrame, p: Approach1Settings, warn=None, progress: bool = False,
+                  key: tuple = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """Approach 1 on one group: summary and the artefacts for tables and figures (none when not identifiable)."""
     reason = approach1.identifiability(table["N"], table["D"], table["C"], bins=p.bins)
     if reason:
         return not_identifiable(reason), {}
-    fit_n, fit_d, env = approach1.fit_envelope(table["N"], table["D"], table["C"], table["loss"], bins=p.bins)
+    n, d, c, loss = (table[k].to_numpy(float) for k in ("N", "D", "C", "loss"))
+    fit_n, fit_d, env = approach1.fit_envelope(n, d, c, loss)
+    if approach1.distinct(env["N"]) < 2:
+        return not_identifiable(f"the envelope (the lowest loss at or below each C) holds {len(env)} point(s) of "
+                                f"{approach1.distinct(env['N'])} model size(s); approach 1 needs >= 2 sizes on it"), {}
     summary = {"identifiable": True, "a": fit_n.exponent, "b": fit_d.exponent, "N_coef": fit_n.coef,
-               "D_coef": fit_d.coef, "r2_N": fit_n.r2, "r2_D": fit_d.r2, "n_budgets": len(env), "bins": p.bins}
-    return summary, {"envelope": env, "fit_n": fit_n, "fit_d": fit_d}
+               "D_coef": fit_d.coef, "r2_N": fit_n.r2, "r2_D": fit_d.r2, "n_budgets": len(env), "bins": p.bins,
+               "n_envelope": len(env), "n_envelope_sizes": approach1.distinct(env["N"]),
+               "envelope": "pareto frontier of loss against C"}
+    a_s = b_s = np.empty(0)
+    if p.bootstrap.n > 0:
+        bar = _Bar(p.bootstrap.n, "approach 1 bootstrap", progress, "replicate")
+        try:
+            a_s, b_s = approach1.bootstrap_envelope(n, d, c, loss, p.bootstrap.n, stream(p.bootstrap.seed, *key, "approach1"),
+                                                    tick=bar.tick)
+        finally:
+            bar.close()
+    jk_a = jk_b = None
+    if p.ci_method.value == "bca" and len(a_s):
+        jk_a, jk_b = approach1.jackknife_envelope(n, d, c, loss)
+    summary.update(a_ci=_interval(a_s, fit_n.exponent, p.ci_method, jk_a),
+                   b_ci=_interval(b_s, fit_d.exponent, p.ci_method, jk_b),
+                   ci_method=p.ci_method.value, n_boot=p.bootstrap.n)
+    return summary, {"envelope": env, "fit_n": fit_n, "fit_d": fit_d, "a_samples": a_s, "b_samples": b_s}
 
 
-def run_approach2(table: pd.DataFrame, p: Approach2Settings, warn) -> tuple[dict[str, Any], dict[str, Any]]:
+def _seed_noise(table: pd.DataFrame, boot: IsoflopBootstrap) -> dict[str, float]:
+    """The seed-noise levels of this group: ``seed_noise_values[<value of seed_noise_by>]``, else ``seed_noise``."""
+    chosen = boot.seed_noise
+    if boot.seed_noise_by:
+        require_columns(table, [boot.seed_noise_by], f"{WHO} (approach2.bootstrap.seed_noise_by)")
+        values = sorted(table[boot.seed_noise_by].astype(str).unique())
+        if len(values) != 1:
+            raise UserError(f"{WHO}: approach2.bootstrap.seed_noise_by={boot.seed_noise_by} takes {len(values)} values "
+                            f"in one fit ({', '.join(values[:4])}); expected one per fit (add it to group_by)")
+        chosen = boot.seed_noise_values.get(values[0], boot.seed_noise)
+    return asdict(chosen)
+
+
+def run_approach2(table: pd.DataFrame, p: Approach2Settings, warn, progress: bool = False,
+                  key: tuple = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """Approach 2 on one group: summary and artefacts."""
     boot, method = p.bootstrap, p.method.value
     curve_by = list(p.curve_by or []) or (["run_id"] if "run_id" in table.columns else ["N"])
     require_columns(table, curve_by, f"{WHO} (approach2.curve_by)")
-    res = approach2.fit_isoflop(
-        table, budgets=p.budgets or None, n_budgets=p.n_budgets, min_models=p.min_models, curve_by=curve_by,
-        tolerance=p.tolerance, max_gap=p.max_gap, method=method, grid_multiplier=p.grid_multiplier,
-        parabola_points=p.parabola_points, n_boot=boot.n, bootstrap=boot.mode.value, noise_std=boot.noise_std,
-        seed=boot.seed, weighted=p.weighted, min_std_factor=p.min_std_factor)
+    seed_noise = _seed_noise(table, boot) if boot.noise_model.value == "porian" else None
+    n_planned = len(approach2.choose_budgets(approach2.curves(table, curve_by), p.budgets or None, p.n_budgets, p.min_models))
+    bar = _Bar(max(boot.n, 0) * n_planned, "approach 2 bootstrap", progress and boot.n > 0, "replicate")
+    try:
+        res = approach2.fit_isoflop(
+            table, budgets=p.budgets or None, n_budgets=p.n_budgets, min_models=p.min_models, curve_by=curve_by,
+            tolerance=p.tolerance, max_gap=p.max_gap, method=method, grid_multiplier=p.grid_multiplier,
+            parabola_points=p.parabola_points, n_boot=boot.n, bootstrap=boot.mode.value, noise_std=boot.noise_std,
+            seed=boot.seed, weighted=p.weighted, min_std_factor=p.min_std_factor, noise_model=boot.noise_model.value,
+            seed_noise=seed_noise, bs_median_as_obs=p.bs_median_as_obs, min_std_spacing=p.min_std_spacing.value,
+            stream_key=(*key, "approach2"), tick=bar.tick, max_edge_share=p.max_edge_share)
+    finally:
+        bar.close()
     n_ok = int(res.minima["status"].eq("ok").sum())
     reason = approach2.identifiability(res, approach2.curves(table, curve_by), approach1.distinct(table["N"]),
                                        p.min_models, p.tolerance, p.max_gap)
@@ -199,14 +313,22 @@ def run_approach2(table: pd.DataFrame, p: Approach2Settings, warn) -> tuple[dict
     if res.rejected:
         warn(f"approach 2: {len(res.rejected)} of {len(res.minima)} budget(s) rejected: "
              + "; ".join(f"C={r['budget']:.3g} ({r['reason']})" for r in res.rejected[:5]))
+    jk_a = jk_b = None
+    if p.ci_method.value == "bca":
+        jk_a, jk_b = approach2.jackknife_exponents(res, p.weighted and boot.n > 0)
     summary = {"identifiable": True, "a": res.fit_n.exponent, "b": res.fit_d.exponent,
-               "a_ci": approach3.percentile_ci(res.a_samples), "b_ci": approach3.percentile_ci(res.b_samples),
+               "a_ci": _interval(res.a_samples, res.fit_n.exponent, p.ci_method, jk_a),
+               "b_ci": _interval(res.b_samples, res.fit_d.exponent, p.ci_method, jk_b),
                "N_coef": res.fit_n.coef, "D_coef": res.fit_d.coef, "n_budgets": n_ok, "rejected": res.rejected,
-               "method": method, "curve_by": curve_by, "bootstrap": {"n": boot.n, "mode": boot.mode.value}}
+               "method": method, "curve_by": curve_by, "ci_method": p.ci_method.value,
+               "observation": "bootstrap median" if p.bs_median_as_obs else "point estimate",
+               "bootstrap": {"n": boot.n, "mode": boot.mode.value, "noise_model": boot.noise_model.value,
+                             **({"seed_noise": seed_noise} if seed_noise else {})}}
     return summary, {"result": res}
 
 
-def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.ndarray | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.ndarray | None, progress: bool = False,
+                  key: tuple = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """Approach 3 on one group: summary and artefacts (``bounds``: the checked (5, 2) array, None: unbounded)."""
     n, d, loss = (table[c].to_numpy(float) for c in ("N", "D", "loss"))
     reason = approach3.identifiability(n, d)
@@ -215,8 +337,12 @@ def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.nd
     grid = approach3.make_grid(None if p.grid is None else asdict(p.grid))
     schedule = [tuple(stage) for stage in p.schedule]
     started = time.perf_counter()
-    fit = approach3.fit_parametric(n, d, loss, delta=p.huber_delta, grid=grid, bounds=bounds, schedule=schedule,
-                                   n_polish=p.polish)
+    bar = _Bar(approach3.start_work(len(grid), schedule), "approach 3 starts", progress, "start")
+    try:
+        fit = approach3.fit_parametric(n, d, loss, delta=p.huber_delta, grid=grid, bounds=bounds, schedule=schedule,
+                                       n_polish=p.polish, tick=bar.tick)
+    finally:
+        bar.close()
     fit_seconds = time.perf_counter() - started
     for note in fit.warnings:
         warn(note)
@@ -225,21 +351,35 @@ def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.nd
     samples = np.empty((0, 5))
     if n_boot > 0:
         started = time.perf_counter()
-        samples = approach3.bootstrap_parametric(n, d, loss, fit, n_boot=n_boot, seed=p.bootstrap.seed, bounds=bounds)
+        bar = _Bar(n_boot, "approach 3 bootstrap", progress, "refit")
+        try:
+            samples = approach3.bootstrap_parametric(n, d, loss, fit, n_boot=n_boot, bounds=bounds,
+                                                     rng=stream(p.bootstrap.seed, *key, "approach3"), tick=bar.tick)
+        finally:
+            bar.close()
         summary["bootstrap_seconds"] = time.perf_counter() - started
     natural = approach3.natural_samples(samples)
+    jackknife = None
+    if p.ci_method.value == "bca" and n_boot > 0:
+        jackknife = approach3.natural_samples(approach3.jackknife_parametric(n, d, loss, fit, bounds=bounds))
     for name in ("E", "A", "B", "alpha", "beta", "a", "b"):
-        summary[f"{name}_ci"] = approach3.percentile_ci(natural[name])
+        summary[f"{name}_ci"] = _interval(natural[name], fit.params[name], p.ci_method,
+                                          None if jackknife is None else jackknife[name])
     summary.update({"huber_delta": p.huber_delta, "n_points": fit.n_points, "objective": fit.objective, "n_starts": fit.n_starts,
-                    "n_boot": n_boot, "fit_seconds": fit_seconds, "log_params": dict(zip(approach3.PARAM_NAMES, fit.theta))})
+                    "n_boot": n_boot, "ci_method": p.ci_method.value, "fit_seconds": fit_seconds,
+                    "log_params": dict(zip(approach3.PARAM_NAMES, fit.theta))})
     return summary, {"fit": fit, "samples": samples}
 
 
-def fit_group(table: pd.DataFrame, s: ScalingLawsSettings, warn) -> tuple[dict, dict]:
+def fit_group(table: pd.DataFrame, s: ScalingLawsSettings, warn, progress: bool = False,
+              label: str | None = None) -> tuple[dict, dict]:
     """Every selected approach on one group of rows; an approach the data cannot identify is reported (summary
-    ``{identifiable: false, reason}`` and a warning) and the others still run; none identifiable is a UserError."""
-    fits = {1: lambda: run_approach1(table, s.approach1), 2: lambda: run_approach2(table, s.approach2, warn),
-            3: lambda: run_approach3(table, s.approach3, warn, s.bounds_array)}
+    ``{identifiable: false, reason}`` and a warning) and the others still run; none identifiable is a UserError.
+    ``label``: the group's name, part of the identity of its random streams."""
+    key = () if label is None else (label,)
+    fits = {1: lambda: run_approach1(table, s.approach1, warn, progress, key),
+            2: lambda: run_approach2(table, s.approach2, warn, progress, key),
+            3: lambda: run_approach3(table, s.approach3, warn, s.bounds_array, progress, key)}
     summary, artefacts, reasons = {}, {}, []
     for k, fn in fits.items():
         if k not in s.approaches:
@@ -300,7 +440,8 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | ScalingLawsSettings | N
             out.warn(message if label is None else f"group {label}: {message}")
 
         try:
-            g_summary, artefacts = fit_group(group.reset_index(drop=True), s, warn)
+            g_summary, artefacts = fit_group(group.reset_index(drop=True), s, warn,
+                                             bool(getattr(out, "progress", False)), label)
         except UserError as exc:
             if label is None:
                 raise
@@ -316,8 +457,8 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | ScalingLawsSettings | N
         if s.figures:
             suffix = "" if label is None else "_" + "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in label)
             fitted = {k: v for k, v in artefacts.items() if v.get("identifiable", True)}
-            for name, fig in plots.figures(group, fitted, title=label).items():
-                out.figure(name + suffix, fig)
+            for name, (fig, caption) in plots.figures(group, fitted, title=label).items():
+                out.figure(name + suffix, fig, caption=caption)
     if group_by and not summary.get("groups"):
         raise UserError(f"{WHO}: no group of {', '.join(group_by)} could be fitted (see the warnings above)")
     for name, frames in collected.items():

@@ -1,4 +1,5 @@
-"""Approach 1: the envelope. Minimum loss per compute budget over all (N, D), then N* ~ C^a and D* ~ C^b."""
+"""Approach 1: the envelope. The Pareto frontier of loss against compute (the lowest loss seen at or below each C,
+as Hoffmann et al. define the envelope), then N* ~ C^a and D* ~ C^b through its points, with bootstrap CIs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -86,18 +87,71 @@ def identifiability(n: np.ndarray, d: np.ndarray, c: np.ndarray, bins: int = 30)
             f"{distinct(d)} distinct D; approach 1 needs >= {MIN_BUDGETS} such budgets")
 
 
-def envelope(n: np.ndarray, d: np.ndarray, c: np.ndarray, loss: np.ndarray, bins: int = 30) -> pd.DataFrame:
-    """The min-loss point per compute budget: per distinct C when there are at most ``bins`` of them, else per bin of log C."""
+def frontier(c: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """Indices of the Pareto frontier of loss against compute, cheapest first: the points whose loss is lower than
+    every point's at a smaller or equal C (of points tied on C, only the lowest loss can be on it)."""
+    c, loss = np.asarray(c, float), np.asarray(loss, float)
+    if not len(c):
+        return np.empty(0, int)
+    order = np.lexsort((loss, c))
+    ordered = loss[order]
+    best_before = np.r_[np.inf, np.minimum.accumulate(ordered)[:-1]]
+    return order[ordered < best_before]
+
+
+def envelope(n: np.ndarray, d: np.ndarray, c: np.ndarray, loss: np.ndarray) -> pd.DataFrame:
+    """The envelope's points (the Pareto frontier of loss against C), cheapest first: budget (= C), C, N, D, loss."""
     frame = pd.DataFrame({"N": np.asarray(n, float), "D": np.asarray(d, float), "C": np.asarray(c, float),
                           "loss": np.asarray(loss, float)})
-    if not len(frame):
-        return frame.assign(budget=[])
-    frame["budget"] = budgets(frame["C"].to_numpy(), bins)
-    best = frame.loc[frame.groupby("budget")["loss"].idxmin()].sort_values("budget").reset_index(drop=True)
+    keep = frontier(frame["C"].to_numpy(), frame["loss"].to_numpy())
+    best = frame.iloc[keep].reset_index(drop=True)
+    best.insert(0, "budget", best["C"])
     return best[["budget", "C", "N", "D", "loss"]]
 
 
-def fit_envelope(n: np.ndarray, d: np.ndarray, c: np.ndarray, loss: np.ndarray, bins: int = 30) -> tuple[PowerLaw, PowerLaw, pd.DataFrame]:
+def fit_envelope(n: np.ndarray, d: np.ndarray, c: np.ndarray, loss: np.ndarray) -> tuple[PowerLaw, PowerLaw, pd.DataFrame]:
     """Power laws N* ~ C^a and D* ~ C^b through the envelope points (x: each point's own C)."""
-    env = envelope(n, d, c, loss, bins=bins)
+    env = envelope(n, d, c, loss)
     return fit_power_law(env["C"], env["N"]), fit_power_law(env["C"], env["D"]), env
+
+
+def _slope(log_x: np.ndarray, log_y: np.ndarray) -> float:
+    """Least-squares slope of log y on log x (NaN without spread)."""
+    if len(log_x) < 2 or np.ptp(log_x) == 0:
+        return float("nan")
+    dx = log_x - log_x.mean()
+    return float(dx @ (log_y - log_y.mean()) / (dx @ dx))
+
+
+def bootstrap_envelope(n: np.ndarray, d: np.ndarray, c: np.ndarray, loss: np.ndarray, n_boot: int,
+                       rng: np.random.Generator, tick=None) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) of the envelope fit on ``n_boot`` tables of the points resampled with replacement (``tick``: called
+    after each replicate, for a progress bar)."""
+    log_n, log_d, log_c = (np.log(np.asarray(x, float)) for x in (n, d, c))
+    loss = np.asarray(loss, float)
+    m = len(loss)
+    a_s, b_s = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+    for i in range(n_boot):
+        pick = rng.integers(0, m, m)
+        keep = pick[frontier(log_c[pick], loss[pick])]
+        a_s[i], b_s[i] = _slope(log_c[keep], log_n[keep]), _slope(log_c[keep], log_d[keep])
+        if tick is not None:
+            tick()
+    return a_s, b_s
+
+
+def jackknife_envelope(n: np.ndarray, d: np.ndarray, c: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out (a, b) over the envelope's own points (leaving out a point off the envelope changes nothing)."""
+    log_n, log_d, log_c = (np.log(np.asarray(x, float)) for x in (n, d, c))
+    loss = np.asarray(loss, float)
+    on = frontier(log_c, loss)
+    a_j, b_j = [], []
+    full = np.ones(len(loss), bool)
+    for i in on:
+        full[i] = False
+        idx = np.flatnonzero(full)
+        keep = idx[frontier(log_c[idx], loss[idx])]
+        a_j.append(_slope(log_c[keep], log_n[keep]))
+        b_j.append(_slope(log_c[keep], log_d[keep]))
+        full[i] = True
+    return np.array(a_j), np.array(b_j)

@@ -10,7 +10,7 @@ replicate.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -220,14 +220,27 @@ class IsoflopResult:
     rejected: list[dict] = field(default_factory=list)
 
 
+def porian_noise_sd(loss: np.ndarray, low: float = 0.005, high: float = 0.1, log_loss_low: float = 3.0,
+                    log_loss_high: float = 6.0) -> np.ndarray:
+    """Porian et al.'s seed-noise SD of each loss (their ``get_noise_for_loss``): ``low`` where log(loss) <=
+    log_loss_low, ``high`` where log(loss) >= log_loss_high, else log-linear between (log log_loss_low, log low) and
+    (log log_loss_high, log high) in log(loss), as their code does (so losses below e^log_loss_low all get ``low``)."""
+    log_l = np.log(np.asarray(loss, float))
+    mid = np.exp(np.interp(log_l, [np.log(log_loss_low), np.log(log_loss_high)], [np.log(low), np.log(high)]))
+    return np.where(log_l >= log_loss_high, high, np.where(log_l <= log_loss_low, low, mid))
+
+
 def _bootstrap_minima(x: np.ndarray, loss: np.ndarray, n_boot: int, rng: np.random.Generator, mode: str,
-                      noise_std: float, method: str, grid_multiplier: int, parabola_points: int | None) -> np.ndarray:
-    """(n_boot,) minima locations of resampled or noised isoFLOP curves (NaN where rejected)."""
+                      noise_std: float | np.ndarray, method: str, grid_multiplier: int,
+                      parabola_points: int | None) -> np.ndarray:
+    """(n_boot,) minima locations of resampled or noised isoFLOP curves (NaN where rejected); ``noise_std`` a number
+    or one SD per point."""
     if n_boot <= 0:
         return np.empty(0)
     k = len(x)
     if mode == "noise":
-        noisy = loss[:, None] + noise_std * rng.standard_normal((k, n_boot))
+        sd = np.broadcast_to(np.asarray(noise_std, float), (k,))[:, None]
+        noisy = loss[:, None] + sd * rng.standard_normal((k, n_boot))
         noisy = np.where(noisy > 0, noisy, np.nan)
         return find_minimum(x, np.log(noisy), method, grid_multiplier, parabola_points)[0]
     if mode == "resample":
@@ -257,14 +270,36 @@ def _line_samples(log_c: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.n
     return np.where(bad, np.nan, slope), np.where(bad, np.nan, intercept)
 
 
+def _sd_floor(x: np.ndarray, min_std_factor: float, spacing: str, grid_multiplier: int) -> float:
+    """The floor of a minimum's bootstrap SD: ``min_std_factor`` x the mean log spacing of the sizes (``sizes``), or
+    x grid_multiplier x the spacing of the Akima search grid (``grid``: Porian et al.'s ``min_std``)."""
+    span, k = float(np.ptp(x)), len(x)
+    if spacing == "grid":
+        points = max((k - 1) * grid_multiplier, 3)
+        return min_std_factor * grid_multiplier * span / (points - 1)
+    return min_std_factor * span / (k - 1)
+
+
 def fit_isoflop(table: pd.DataFrame, *, budgets: Sequence[float] | None = None, n_budgets: int = 12,
                 min_models: int = 3, curve_by: Sequence[str] = ("N",), tolerance: float = 0.0,
                 max_gap: float | None = None, method: str = "akima",
                 grid_multiplier: int = 25, parabola_points: int | None = 5, n_boot: int = 1000,
                 bootstrap: str = "noise", noise_std: float = 0.005, seed: int = 0, weighted: bool = True,
-                min_std_factor: float = 0.33) -> IsoflopResult:
-    """Approach 2 on a table with N, D, C, loss: per-budget minima, their bootstrap spread, power laws with CIs."""
-    rng = np.random.default_rng(seed)
+                min_std_factor: float = 0.33, noise_model: str = "constant",
+                seed_noise: Mapping[str, float] | None = None, bs_median_as_obs: bool = False,
+                min_std_spacing: str = "sizes", stream_key: Sequence[object] = (), tick=None,
+                max_edge_share: float = 0.5) -> IsoflopResult:
+    """Approach 2 on a table with N, D, C, loss: per-budget minima, their bootstrap spread, power laws with CIs.
+
+    Each budget's bootstrap draws come from its own stream (``intervals.stream(seed, *stream_key, budget)``), so
+    adding or dropping a budget or a group does not change another's draws. ``noise_model``: ``constant`` adds
+    N(0, noise_std) to each loss, ``porian`` N(0, porian_noise_sd(loss, **seed_noise)). ``bs_median_as_obs``: each
+    budget's observation is the median of its bootstrap N* (D*), not the point estimate (Porian et al.).
+    ``max_edge_share``: a budget is rejected when more than this share of its bootstrap minima fall on the edge of
+    the sizes (Porian et al.: half).
+    ``tick(k)``: called with the replicates done, for a progress bar."""
+    from analyses.scaling_laws.intervals import stream
+
     curve_list = curves(table, curve_by)
     chosen = choose_budgets(curve_list, budgets, n_budgets, min_models)
     rows, point_rows, rejected = [], [], []
@@ -273,7 +308,8 @@ def fit_isoflop(table: pd.DataFrame, *, budgets: Sequence[float] | None = None, 
         pts = at_budget(curve_list, float(c), tolerance, max_gap)
         point_rows.extend({"budget": c, **r} for r in pts.to_dict("records"))
         row = {"budget": float(c), "n_models": len(pts), "N_star": np.nan, "D_star": np.nan, "loss_star": np.nan,
-               "log_N_sd": np.nan, "log_D_sd": np.nan, "n_boot_valid": 0, "status": "ok"}
+               "log_N_sd": np.nan, "log_D_sd": np.nan, "n_boot_valid": 0, "status": "ok",
+               "N_star_point": np.nan, "D_star_point": np.nan}
         bn, bd = np.full(max(n_boot, 0), np.nan), np.full(max(n_boot, 0), np.nan)
         if len(pts) < max(min_models, 3):
             row["status"] = f"too few models ({len(pts)} < {max(min_models, 3)})"
@@ -285,29 +321,38 @@ def fit_isoflop(table: pd.DataFrame, *, budgets: Sequence[float] | None = None, 
                 row["status"] = "minimum on the edge of the sizes trained"
             else:
                 row.update(N_star=float(np.exp(n_star[0])), D_star=float(np.exp(d_star[0])), loss_star=float(np.exp(l_star[0])))
+                row.update(N_star_point=row["N_star"], D_star_point=row["D_star"])
                 if n_boot > 0:
+                    rng = stream(seed, *stream_key, float(c))
+                    sd = noise_std if noise_model == "constant" else porian_noise_sd(loss, **dict(seed_noise or {}))
                     state = rng.bit_generator.state
-                    bn = _bootstrap_minima(x_n, loss, n_boot, rng, bootstrap, noise_std, method, grid_multiplier, parabola_points)
+                    bn = _bootstrap_minima(x_n, loss, n_boot, rng, bootstrap, sd, method, grid_multiplier, parabola_points)
                     rng.bit_generator.state = state  # the same noise draws for the D* minima
-                    bd = _bootstrap_minima(x_d, loss, n_boot, rng, bootstrap, noise_std, method, grid_multiplier, parabola_points)
-                    valid = np.isfinite(bn) & np.isfinite(bd)
-                    row["n_boot_valid"] = int(valid.sum())
-                    if valid.sum() < n_boot / 2:
-                        row["status"] = "unstable: over half the bootstrap minima on the edge"
+                    bd = _bootstrap_minima(x_d, loss, n_boot, rng, bootstrap, sd, method, grid_multiplier, parabola_points)
+                    ok_n, ok_d = np.isfinite(bn), np.isfinite(bd)
+                    row["n_boot_valid"] = int((ok_n & ok_d).sum())
+                    least = (1 - max_edge_share) * n_boot
+                    if ok_n.sum() < least or ok_d.sum() < least:
+                        row["status"] = (f"unstable: over {max_edge_share:.0%} of the bootstrap minima on the edge"
+                                         if max_edge_share != 0.5 else "unstable: over half the bootstrap minima on the edge")
                     else:
-                        spacing_n = np.ptp(x_n) / (len(x_n) - 1)
-                        spacing_d = np.ptp(x_d) / (len(x_d) - 1)
-                        inflate = n_boot / valid.sum()
-                        row["log_N_sd"] = max(float(np.nanstd(bn[valid])), min_std_factor * spacing_n) * inflate
-                        row["log_D_sd"] = max(float(np.nanstd(bd[valid])), min_std_factor * spacing_d) * inflate
+                        floor_n = _sd_floor(x_n, min_std_factor, min_std_spacing, grid_multiplier)
+                        floor_d = _sd_floor(x_d, min_std_factor, min_std_spacing, grid_multiplier)
+                        row["log_N_sd"] = max(float(np.std(bn[ok_n])), floor_n) * n_boot / ok_n.sum()
+                        row["log_D_sd"] = max(float(np.std(bd[ok_d])), floor_d) * n_boot / ok_d.sum()
+                        if bs_median_as_obs:
+                            row["N_star"] = float(np.median(np.exp(bn[ok_n])))
+                            row["D_star"] = float(np.median(np.exp(bd[ok_d])))
         if row["status"] != "ok":
             rejected.append({"budget": float(c), "reason": row["status"]})
             bn, bd = np.full(max(n_boot, 0), np.nan), np.full(max(n_boot, 0), np.nan)
         rows.append(row)
         boot_n.append(bn)
         boot_d.append(bd)
+        if tick is not None and n_boot > 0:
+            tick(n_boot)  # a budget rejected before its bootstrap counts as done
     minima = pd.DataFrame(rows, columns=["budget", "n_models", "N_star", "D_star", "loss_star", "log_N_sd", "log_D_sd",
-                                         "n_boot_valid", "status"])
+                                         "n_boot_valid", "status", "N_star_point", "D_star_point"])
     ok = minima["status"].eq("ok").to_numpy()
     use_w = weighted and n_boot > 0
     w_n = np.where(ok, 1 / minima["log_N_sd"].to_numpy(float) ** 2, 0.0) if use_w else ok.astype(float)
@@ -322,3 +367,20 @@ def fit_isoflop(table: pd.DataFrame, *, budgets: Sequence[float] | None = None, 
         a_s = a_i = b_s = b_i = np.empty(0)
     points = pd.DataFrame(point_rows, columns=["budget", "N", "D", "loss"])
     return IsoflopResult(minima, points, fit_n, fit_d, a_s, b_s, {"a_intercept": a_i, "b_intercept": b_i}, rejected)
+
+
+def jackknife_exponents(result: IsoflopResult, weighted: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-budget-out exponents a and b (the same weighted fits without each usable budget), for BCa."""
+    m = result.minima[result.minima["status"].eq("ok")]
+    if len(m) < 3:
+        return np.empty(0), np.empty(0)
+    log_c = np.log(m["budget"].to_numpy(float))
+    out = []
+    for key, sd in (("N_star", "log_N_sd"), ("D_star", "log_D_sd")):
+        y = np.log(m[key].to_numpy(float))
+        s = m[sd].to_numpy(float)
+        w = 1 / s**2 if weighted and np.all(np.isfinite(s)) else np.ones(len(m))
+        drop = ~np.eye(len(m), dtype=bool)  # row i: every budget but the i-th
+        slope, _ = _line_samples(log_c, np.where(drop, y[:, None], np.nan), w)
+        out.append(slope)
+    return out[0], out[1]

@@ -180,8 +180,9 @@ def _basis(log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
 
 def batched_lm(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float, *,
                weights: np.ndarray | None = None, iters: int = 50, bounds: np.ndarray | None = None,
-               chunk: int = 256, rtol: float = 1e-13) -> tuple[np.ndarray, np.ndarray]:
-    """Levenberg-Marquardt on every start at once (in cache-sized chunks); returns (theta (S, 5), objective (S,))."""
+               chunk: int = 256, rtol: float = 1e-13, tick=None) -> tuple[np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt on every start at once (in cache-sized chunks); returns (theta (S, 5), objective (S,));
+    ``tick(k)`` is called after each chunk of k starts (a progress bar)."""
     theta0 = np.asarray(theta0, float)
     thetas, objs = [], []
     for lo in range(0, len(theta0), chunk):
@@ -189,6 +190,8 @@ def batched_lm(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: 
         t, f = _lm_chunk(theta0[lo:lo + chunk], log_n, log_d, log_l, delta, w, iters, bounds, rtol)
         thetas.append(t)
         objs.append(f)
+        if tick is not None:
+            tick(len(t))
     if not thetas:
         return np.empty((0, 5)), np.empty(0)
     return np.concatenate(thetas), np.concatenate(objs)
@@ -341,17 +344,19 @@ def _distinct(thetas: np.ndarray, objs: np.ndarray, k: int, tol: float = 1e-4) -
 def fit_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, delta: float = 1e-3,
                    grid: np.ndarray | None = None, bounds: np.ndarray | None = None,
                    schedule: Sequence[Sequence[int]] = DEFAULT_SCHEDULE, iters: int = 200, n_polish: int = 5,
-                   weights: np.ndarray | None = None) -> ParametricFit:
+                   weights: np.ndarray | None = None, tick=None) -> ParametricFit:
     """Multi-start fit: batched LM on all starts, pruned by ``schedule`` ([iterations, survivors] pairs), then the
-    survivors run to convergence and the best distinct few are polished with scipy L-BFGS-B."""
+    survivors run to convergence and the best distinct few are polished with scipy L-BFGS-B (``tick(k)``: k starts
+    of one stage done; the total is ``start_work(len(grid), schedule)``)."""
     log_n, log_d, log_l = _log_data(n, d, loss)
     starts = make_grid() if grid is None else np.asarray(grid, float)
     theta, f = starts, np.zeros(len(starts))
     for steps, survivors in schedule:
-        theta, f = batched_lm(theta, log_n, log_d, log_l, delta, weights=weights, iters=int(steps), bounds=bounds)
+        theta, f = batched_lm(theta, log_n, log_d, log_l, delta, weights=weights, iters=int(steps), bounds=bounds,
+                              tick=tick)
         order = np.argsort(np.where(np.isfinite(f), f, np.inf), kind="stable")[:int(survivors)]
         theta, f = theta[order], f[order]
-    theta, f = batched_lm(theta, log_n, log_d, log_l, delta, weights=weights, iters=iters, bounds=bounds)
+    theta, f = batched_lm(theta, log_n, log_d, log_l, delta, weights=weights, iters=iters, bounds=bounds, tick=tick)
     chosen = _distinct(theta, f, n_polish, tol=1e-3)
     thetas, objs = theta[chosen].copy(), f[chosen].copy()
     for j, i in enumerate(chosen):
@@ -364,6 +369,15 @@ def fit_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, delta: flo
                         n_starts=len(starts), top=top)
     fit.warnings.extend(fit_warnings(fit, bounds))
     return fit
+
+
+def start_work(n_starts: int, schedule: Sequence[Sequence[int]] = DEFAULT_SCHEDULE) -> int:
+    """How many start-stages ``fit_parametric`` runs: the starts entering each stage and the final run."""
+    total, count = 0, int(n_starts)
+    for _, survivors in schedule:
+        total += count
+        count = min(count, int(survivors))
+    return total + count
 
 
 def fit_warnings(fit: ParametricFit, bounds: np.ndarray | None, agree_rtol: float = 1e-3) -> list[str]:
@@ -421,18 +435,15 @@ def bootstrap_starts(fit: ParametricFit, spread: Mapping[str, float] | None = No
     return np.vstack([fit.theta[None, :], fit.theta + offsets * scale])
 
 
-def bootstrap_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, fit: ParametricFit, *, n_boot: int = 1000,
-                         seed: int = 0, iters: int = 60, bounds: np.ndarray | None = None, chunk: int = 250,
-                         starts: np.ndarray | None = None) -> np.ndarray:
-    """(n_boot, 5) refits on points resampled with replacement, warm-started, all replicates in one batched LM."""
+def refit_weighted(n: np.ndarray, d: np.ndarray, loss: np.ndarray, fit: ParametricFit, counts: np.ndarray, *,
+                   iters: int = 60, bounds: np.ndarray | None = None, chunk: int = 250, starts: np.ndarray | None = None,
+                   tick=None) -> np.ndarray:
+    """(R, 5) refits with per-point weights (one row of ``counts`` per refit), warm-started, in one batched LM."""
     log_n, log_d, log_l = _log_data(n, d, loss)
-    rng = np.random.default_rng(seed)
-    m = len(log_n)
-    counts = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(n_boot)]).astype(float)
     starts = bootstrap_starts(fit) if starts is None else np.asarray(starts, float)
     k = len(starts)
-    out = np.empty((n_boot, 5))
-    for lo in range(0, n_boot, chunk):
+    out = np.empty((len(counts), 5))
+    for lo in range(0, len(counts), chunk):
         cw = counts[lo:lo + chunk]
         r = len(cw)
         theta0 = np.tile(starts, (r, 1))
@@ -441,7 +452,32 @@ def bootstrap_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, fit: Pa
         f = np.where(np.isfinite(f), f, np.inf).reshape(r, k)
         best = f.argmin(axis=1)
         out[lo:lo + r] = theta.reshape(r, k, 5)[np.arange(r), best]
+        if tick is not None:
+            tick(r)
     return out
+
+
+def bootstrap_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, fit: ParametricFit, *, n_boot: int = 1000,
+                         seed: int = 0, iters: int = 60, bounds: np.ndarray | None = None, chunk: int = 250,
+                         starts: np.ndarray | None = None, rng: np.random.Generator | None = None,
+                         tick=None) -> np.ndarray:
+    """(n_boot, 5) refits on points resampled with replacement, warm-started, all replicates in one batched LM
+    (``rng``: the stream to draw from; None: ``default_rng(seed)``)."""
+    m = len(np.asarray(n))
+    rng = np.random.default_rng(seed) if rng is None else rng
+    counts = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(n_boot)]).astype(float)
+    return refit_weighted(n, d, loss, fit, counts.reshape(n_boot, m), iters=iters, bounds=bounds, chunk=chunk,
+                          starts=starts, tick=tick)
+
+
+def jackknife_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, fit: ParametricFit, *, iters: int = 60,
+                         bounds: np.ndarray | None = None, max_groups: int = 200) -> np.ndarray:
+    """(g, 5) leave-one-out refits for BCa's acceleration: one per point, or with more than ``max_groups`` points
+    one per group of points (point i in group i mod max_groups: the grouped jackknife)."""
+    m = len(np.asarray(n))
+    groups = min(m, max_groups)
+    counts = (np.arange(m)[None, :] % groups != np.arange(groups)[:, None]).astype(float)
+    return refit_weighted(n, d, loss, fit, counts, iters=iters, bounds=bounds)
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> list[float]:

@@ -1,4 +1,5 @@
-"""Figures of the scaling-law analysis (matplotlib): isoFLOP curves, N* and D* vs C, the parametric fit's contours."""
+"""Figures of the scaling-law analysis: isoFLOP curves (matplotlib and an interactive plotly version), N* and D* vs C,
+the parametric fit's contours; ``figures`` gives each with its one-line caption."""
 from __future__ import annotations
 
 from typing import Any
@@ -115,14 +116,60 @@ def contour_figure(table: pd.DataFrame, fit: approach3.ParametricFit, title: str
     return fig
 
 
-def figures(table: pd.DataFrame, artefacts: dict[str, Any], title: str | None = None) -> dict[str, plt.Figure]:
-    """Every figure the selected approaches allow, by file stem."""
-    out: dict[str, plt.Figure] = {}
+def isoflop_interactive(points: pd.DataFrame, minima: pd.DataFrame, title: str | None = None) -> Any:
+    """Plotly: loss vs N per budget (points and their Akima interpolant, one trace per budget, toggled from the legend)
+    with the fitted minima; hover gives N, D, loss and the budget."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    budgets = sorted(points["budget"].unique())
+    palette = plt.cm.viridis(np.linspace(0, 0.9, max(len(budgets), 1)))
+    for color, c in zip(palette, budgets):
+        rgb = "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * color[:3]))
+        pts = points[points["budget"] == c].sort_values("N")
+        name = f"C={c:.3g}"
+        fig.add_trace(go.Scatter(
+            x=pts["N"], y=pts["loss"], mode="markers", name=name, legendgroup=name, marker={"color": rgb, "size": 6},
+            customdata=np.column_stack([pts["D"], np.full(len(pts), c)]),
+            hovertemplate="N=%{x:.4g}<br>D=%{customdata[0]:.4g}<br>loss=%{y:.5g}<br>C=%{customdata[1]:.3g}<extra></extra>"))
+        if len(pts) >= 3:
+            x = np.log(pts["N"].to_numpy())
+            grid = np.linspace(x[0], x[-1], 120)
+            curve = np.exp(Akima1DInterpolator(x, np.log(pts["loss"].to_numpy()))(grid))
+            fig.add_trace(go.Scatter(x=np.exp(grid), y=curve, mode="lines", name=name, legendgroup=name,
+                                     showlegend=False, line={"color": rgb, "width": 1}, hoverinfo="skip"))
+    ok = minima[minima["status"] == "ok"]
+    if len(ok):
+        fig.add_trace(go.Scatter(
+            x=ok["N_star"], y=ok["loss_star"], mode="markers", name="fitted minimum",
+            marker={"symbol": "star", "size": 13, "color": "crimson"},
+            customdata=np.column_stack([ok["budget"], ok["D_star"], ok["log_N_sd"]]),
+            hovertemplate="minimum at C=%{customdata[0]:.3g}<br>N*=%{x:.4g}<br>D*=%{customdata[1]:.4g}"
+                          "<br>loss*=%{y:.5g}<br>sd(log N*)=%{customdata[2]:.3f}<extra></extra>"))
+    fig.update_layout(title=f"IsoFLOP curves{'' if title is None else ' - ' + title}", xaxis_title="N (parameters)",
+                      yaxis_title="loss", xaxis_type="log", yaxis_type="log", template="plotly_white", height=520)
+    return fig
+
+
+def figures(table: pd.DataFrame, artefacts: dict[str, Any], title: str | None = None) -> dict[str, tuple[Any, str]]:
+    """Every figure the selected approaches allow, by file stem: (figure, one-line caption)."""
+    out: dict[str, tuple[Any, str]] = {}
     if "approach2" in artefacts:
         res = artefacts["approach2"]["result"]
         if len(res.points):
-            out["isoflop_curves"] = isoflop_figure(res.points, res.minima, title)
-    out["optimal_allocation"] = allocation_figure(artefacts, (float(table["C"].min()), float(table["C"].max())), title)
+            n_ok = int(res.minima["status"].eq("ok").sum())
+            out["isoflop_curves"] = (isoflop_figure(res.points, res.minima, title),
+                                     f"Loss vs N at each of {res.points['budget'].nunique()} compute budgets (Akima "
+                                     f"interpolant), with the {n_ok} accepted minima starred (approach 2).")
+            out["isoflop_interactive"] = (isoflop_interactive(res.points, res.minima, title),
+                                          "Interactive isoFLOP curves: loss vs N per budget with the fitted minima "
+                                          "(hover for N, D, loss; click a budget in the legend to hide it).")
+    out["optimal_allocation"] = (allocation_figure(artefacts, (float(table["C"].min()), float(table["C"].max())), title),
+                                 "Compute-optimal N* and D* vs C per approach, with the fitted power laws and their "
+                                 "95% bootstrap bands.")
     if "approach3" in artefacts:
-        out["parametric_contours"] = contour_figure(table, artefacts["approach3"]["fit"], title)
+        p = artefacts["approach3"]["fit"].params
+        out["parametric_contours"] = (contour_figure(table, artefacts["approach3"]["fit"], title),
+                                      f"Contours of the fitted L(N, D) (alpha={p['alpha']:.3f}, beta={p['beta']:.3f}) "
+                                      "over the data, with the efficient frontier N*(C), D*(C) (approach 3).")
     return out
