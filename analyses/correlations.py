@@ -8,6 +8,10 @@ matrix and per sampled column? From a LONG table (``run_id, name, step, key, val
 - each series (run x key) is reduced over a step window (mean, median or last value in ``steps: [from, to]``),
   a side with several runs averages its runs per key;
 - the two sides are aligned on the family's group values (keys on one side only are counted and warned about);
+- a step one side missed (not logged, or NaN) is counted and warned about per level: Fira's template (``np.mean``
+  over the steps, then scipy) would give NaN there; ``align: logged`` (the default) reduces each series over the steps
+  it logged, ``align: common_steps`` reduces every series of a level over the steps at which every run of both sides
+  logged every key of that level (``summary.alignment`` has the counts either way);
 - Spearman and Kendall tau-b with p-values (exactly ``scipy.stats.spearmanr`` / ``kendalltau``) per level, with
   seeded bootstrap CIs over keys, and optionally the same correlations at every logged step (``over_time``).
 """
@@ -24,6 +28,7 @@ import pandas as pd
 
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
+from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
 from toolkit.runset import CONFIG_PREFIX, Selection
 from toolkit.settings import Choice, Settings, as_settings, fail
@@ -41,6 +46,8 @@ _GROUP = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]+))?\}")
 
 
 Reduce = Choice("Reduce", {"mean": "mean", "median": "median", "last": "last"}, module=__name__)  # of each series
+# which steps each series is reduced over: the steps it logged, or the steps both sides logged for every key of a level
+Align = Choice("Align", {"logged": "logged", "common_steps": "common_steps"}, module=__name__)
 
 
 @dataclass
@@ -61,6 +68,7 @@ class CorrelationsSettings(Settings):
     family: Any = field(default_factory=lambda: dict(DEFAULT_FAMILY))
     reduce: Reduce = Reduce.mean
     steps: Optional[List[Optional[float]]] = None
+    align: Align = Align.logged
     bootstrap: CorrelationsBootstrap = field(default_factory=CorrelationsBootstrap)
     over_time: bool = False
     over_time_every: int = 1
@@ -214,8 +222,9 @@ def bootstrap_spearman(a: np.ndarray, b: np.ndarray, counts: np.ndarray) -> np.n
 
 
 def bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 chunk: int = 100) -> dict[str, list[float] | None]:
-    """Percentile CIs of Spearman and Kendall over keys resampled with replacement (seeded)."""
+                 chunk: int = 100, advance: Any = None) -> dict[str, list[float] | None]:
+    """Percentile CIs of Spearman and Kendall over keys resampled with replacement (seeded); ``advance(m)`` is
+    called after each chunk of ``m`` resamples (a progress bar's ``update``)."""
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     n = a.size
@@ -238,6 +247,8 @@ def bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
             for i in range(m):
                 kt[done + i] = stats.kendalltau(a[idx[i]], b[idx[i]]).statistic
         done += m
+        if advance is not None:
+            advance(m)
     alpha = (1.0 - level) / 2.0
 
     def ci(values: np.ndarray) -> list[float] | None:
@@ -403,6 +414,104 @@ def align_sides(members: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, level: 
     return aligned[cols].reset_index(drop=True), {"only_a": only_a, "only_b": only_b}
 
 
+def step_coverage(frame: pd.DataFrame, codes: Sequence[int], a_runs: Sequence[str], b_runs: Sequence[str]) -> dict[str, Any]:
+    """Which (key, step) values of one level's keys (``codes``) each side misses: the step grid is every step at
+    which either side logged one of these keys; a side misses a value when one of its runs (those that logged this
+    level) did not log that key at that step (or logged NaN). ``common`` are the steps no side misses for any key."""
+    codes = np.unique(np.asarray(codes, dtype=np.int64))
+    key = frame["key"].to_numpy().astype(np.int64)
+    local = np.full(max(int(key.max()) + 1 if key.size else 0, int(codes.max()) + 1 if codes.size else 0), -1, dtype=np.int64)
+    local[codes] = np.arange(codes.size)
+    pos = local[key]  # a gather, not a search: this runs on every row of the family (17M for Fira's 1B model)
+    in_level = pos >= 0
+    s_idx, grid = _step_codes(frame["step"].to_numpy(dtype=float)[in_level])
+    flat = pos[in_level] * grid.size + s_idx  # (key, step) cell of each row
+    run_codes = frame["run_id"].cat.codes.to_numpy()[in_level]
+    cats = np.asarray(frame["run_id"].cat.categories.astype(str))
+    out: dict[str, Any] = {"steps": grid, "keys": codes}
+    complete = {}
+    for side, ids in (("a", a_runs), ("b", b_runs)):
+        count = np.zeros((codes.size, grid.size), dtype=np.int32)
+        n_runs = 0
+        for rc in np.flatnonzero(np.isin(cats, [str(r) for r in ids])):
+            mine = run_codes == rc
+            if not mine.any():
+                continue
+            present = np.zeros(codes.size * grid.size, dtype=bool)
+            present[flat[mine]] = True  # presence, so a row given twice counts once
+            count += present.reshape(codes.size, grid.size)
+            n_runs += 1
+        full = count == n_runs if n_runs else np.zeros_like(count, dtype=bool)
+        complete[side] = full
+        out[side] = {"n_runs": n_runs, "missing_values": int((~full).sum()),
+                     "missing_steps": grid[(~full).any(axis=0)], "missing_keys": codes[(~full).any(axis=1)]}
+    out["common"] = grid[(complete["a"] & complete["b"]).all(axis=0)] if codes.size else grid[:0]
+    return out
+
+
+def _step_codes(steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(code of each step, the sorted distinct steps); integral steps are coded by offset, without sorting or hashing."""
+    if steps.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=float)
+    lo, hi = float(steps.min()), float(steps.max())
+    if hi - lo < 1e7 and np.array_equal(steps, np.floor(steps)):
+        raw = (steps - lo).astype(np.int64)
+        seen = np.zeros(int(hi - lo) + 1, dtype=bool)
+        seen[raw] = True
+        remap = np.cumsum(seen) - 1
+        return remap[raw], np.flatnonzero(seen).astype(float) + lo
+    codes, uniques = pd.factorize(steps, sort=True)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=float)
+
+
+def _steps_text(steps: np.ndarray, limit: int = 5) -> str:
+    shown = [f"{v:g}" for v in np.asarray(steps, dtype=float)[:limit]]
+    return ", ".join(shown) + (", ..." if len(steps) > limit else "")
+
+
+def _plain_steps(steps: np.ndarray, limit: int = 20) -> list[float | int]:
+    return [int(v) if float(v).is_integer() else float(v) for v in np.asarray(steps, dtype=float)[:limit]]
+
+
+def coverage_summary(cov: Mapping[str, Any], key_of: Mapping[int, str], align: str) -> dict[str, Any]:
+    """The summary.json entry of one level's step coverage (counts, and the first 20 steps and keys)."""
+    entry: dict[str, Any] = {"align": str(align), "n_keys": int(len(cov["keys"])), "n_steps": int(len(cov["steps"])),
+                             "n_common_steps": int(len(cov["common"]))}
+    for side in ("a", "b"):
+        c = cov[side]
+        entry[side] = {"n_runs": c["n_runs"], "missing_values": c["missing_values"],
+                       "missing_steps": int(len(c["missing_steps"])), "missing_keys": int(len(c["missing_keys"])),
+                       "steps": _plain_steps(c["missing_steps"]), "keys": [key_of[int(k)] for k in c["missing_keys"][:20]]}
+    return entry
+
+
+def coverage_warning(level: str, cov: Mapping[str, Any], key_of: Mapping[int, str], align: str) -> str | None:
+    """The one-line warning of a level whose sides missed steps (None when neither did)."""
+    if cov["a"]["missing_values"] == 0 and cov["b"]["missing_values"] == 0:
+        return None
+    total = len(cov["keys"]) * len(cov["steps"])
+    parts = []
+    for side in ("a", "b"):
+        c = cov[side]
+        if c["missing_values"] == 0:
+            parts.append(f"side {side} misses none")
+            continue
+        keys = ", ".join(key_of[int(k)] for k in c["missing_keys"][:3]) + (", ..." if len(c["missing_keys"]) > 3 else "")
+        parts.append(f"side {side} misses {c['missing_values']} of {total} (key, step) value(s): "
+                     f"{len(c['missing_steps'])} step(s) ({_steps_text(c['missing_steps'])}) of "
+                     f"{len(c['missing_keys'])} key(s) ({keys})")
+    n_common, n_steps = len(cov["common"]), len(cov["steps"])
+    if str(align) == "common_steps":
+        how = (f"align=common_steps: every series of the level is reduced over the {n_common} of {n_steps} step(s) at "
+               f"which both sides logged every key" if n_common else
+               "align=common_steps: no step has every key on both sides, so the level has no correlation")
+    else:
+        how = (f"each series is reduced over the steps it logged (Fira's template gives NaN here); "
+               f"analysis.correlations.align=common_steps uses only the {n_common} of {n_steps} step(s) at which both "
+               f"sides logged every key")
+    return f"level {level}: " + "; ".join(parts) + f"; {how}"
+
+
 def correlations_over_time(frame: pd.DataFrame, members: pd.DataFrame, a_runs: Sequence[str], b_runs: Sequence[str],
                            levels: Sequence[str], every: int = 1) -> pd.DataFrame:
     """Spearman and Kendall across a level's members at each step both sides logged (sides averaged over runs)."""
@@ -433,12 +542,33 @@ def correlations_over_time(frame: pd.DataFrame, members: pd.DataFrame, a_runs: S
     return out
 
 
+def _aligned_on_steps(frame: pd.DataFrame, level_members: pd.DataFrame, cov: Mapping[str, Any], how: Any,
+                      a_ids: Sequence[str], b_ids: Sequence[str], pattern: FamilyPattern) -> pd.DataFrame:
+    """One level's aligned table with every series reduced over the level's common steps only."""
+    codes = level_members["code"].to_numpy()
+    key = frame["key"].to_numpy().astype(np.int64)
+    in_level = np.zeros(max(int(key.max()) + 1, int(codes.max()) + 1 if codes.size else 0), dtype=bool)
+    in_level[codes] = True
+    keep = in_level[key] & (pd.Index(cov["common"]).get_indexer(frame["step"].to_numpy(dtype=float)) >= 0)
+    sub = frame[keep].reset_index(drop=True)
+    if sub.empty:
+        empty = pd.DataFrame({"key": pd.Series(dtype=np.int64), "value": pd.Series(dtype=float),
+                              "n_runs": pd.Series(dtype=np.int64)})
+        a_vals = b_vals = empty
+    else:
+        reduced = reduce_series(sub, how)
+        a_vals, b_vals = side_means(reduced, a_ids), side_means(reduced, b_ids)
+    aligned, _ = align_sides(level_members, a_vals, b_vals, pattern.level, pattern.groups)
+    return aligned
+
+
 # ----------------------------------------------------------------------------------------------- entry point
 
 
 def correlate(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSettings | None,
-              warn=lambda message: None) -> dict[str, Any]:
-    """All the numbers of the analysis (no files): summary, aligned table and optional over-time table."""
+              warn=lambda message: None, progress: bool = False) -> dict[str, Any]:
+    """All the numbers of the analysis (no files): summary, aligned table and optional over-time table; ``progress``
+    shows a bar over the bootstrap resamples."""
     s = settings_of(params)
     require_columns(table, REQUIRED_COLUMNS, NAME)
     patterns = s.patterns
@@ -467,22 +597,43 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSetti
     summary: dict[str, Any] = {}
     aligned_parts: list[pd.DataFrame] = []
     unmatched: dict[str, Any] = {}
-    for p in patterns:
-        aligned, missing = align_sides(members, a_vals, b_vals, p.level, p.groups)
-        for side, keys in (("a", missing["only_a"]), ("b", missing["only_b"])):
-            if keys:
-                warn(f"level {p.level}: {len(keys)} key(s) only on side {side} (left out of the correlation), e.g. {', '.join(map(str, keys[:3]))}")
-        unmatched[p.level] = {"only_a": len(missing["only_a"]), "only_b": len(missing["only_b"]),
-                              "only_a_keys": missing["only_a"][:20], "only_b_keys": missing["only_b"][:20]}
-        x, y = aligned["a"].to_numpy(), aligned["b"].to_numpy()
-        res = rank_correlation(x, y)
-        if res["n"] < 3:
-            warn(f"level {p.level}: only {res['n']} key(s) on both sides; need >= 3 for a correlation")
-        elif not np.isfinite(res["spearman"]):
-            warn(f"level {p.level}: one side's values are all equal; the rank correlation is undefined")
-        res.update(bootstrap_ci(x, y, n_boot=boot.n, seed=boot.seed, level=boot.level))
-        summary[p.level] = res
-        aligned_parts.append(aligned)
+    alignment: dict[str, Any] = {}
+    key_of = dict(zip(members["code"].astype(int), members["key"].astype(str)))
+    with progress_bar(boot.n * len(patterns), "correlations bootstrap", enabled=progress, unit="resample") as bar:
+        for p in patterns:
+            aligned, missing = align_sides(members, a_vals, b_vals, p.level, p.groups)
+            for side, keys in (("a", missing["only_a"]), ("b", missing["only_b"])):
+                if keys:
+                    warn(f"level {p.level}: {len(keys)} key(s) only on side {side} (left out of the correlation), e.g. {', '.join(map(str, keys[:3]))}")
+            unmatched[p.level] = {"only_a": len(missing["only_a"]), "only_b": len(missing["only_b"]),
+                                  "only_a_keys": missing["only_a"][:20], "only_b_keys": missing["only_b"][:20]}
+            level_members = members[(members["level"] == p.level) & members["key"].isin(aligned["key"])]
+            cov = step_coverage(frame, level_members["code"].to_numpy(), a_ids, b_ids)
+            alignment[p.level] = coverage_summary(cov, key_of, s.align)
+            note = coverage_warning(p.level, cov, key_of, s.align)
+            if note is not None:
+                warn(note)
+                if s.align == Align.common_steps:
+                    aligned = _aligned_on_steps(frame, level_members, cov, s.reduce, a_ids, b_ids, p)
+            x, y = aligned["a"].to_numpy(), aligned["b"].to_numpy()
+            res = rank_correlation(x, y)
+            if s.align == Align.common_steps and len(cov["keys"]) and not len(cov["common"]):
+                res["reason"] = "align=common_steps: no step at which both sides logged every key of the level"
+            if res["n"] < 3:
+                warn(f"level {p.level}: only {res['n']} key(s) on both sides; need >= 3 for a correlation")
+            elif not np.isfinite(res["spearman"]):
+                warn(f"level {p.level}: one side's values are all equal; the rank correlation is undefined")
+            done = [0]
+
+            def advance(m: int, done: list[int] = done) -> None:
+                done[0] += m
+                bar.update(m)
+
+            res.update(bootstrap_ci(x, y, n_boot=boot.n, seed=boot.seed, level=boot.level, advance=advance))
+            if done[0] < boot.n:  # no bootstrap for this level (too few keys): its share of the bar is done
+                bar.update(boot.n - done[0])
+            summary[p.level] = res
+            aligned_parts.append(aligned)
     aligned_all = pd.concat(aligned_parts, ignore_index=True) if aligned_parts else pd.DataFrame()
     group_cols = list(dict.fromkeys(g for p in patterns for g in p.groups))
     front = ["level", "member", *group_cols, "key"]
@@ -505,6 +656,8 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSetti
         "b": {"select": s.b, "n_runs": len(b_ids), "runs": side_b["name"].astype(str).tolist()},
     }
     summary["unmatched"] = unmatched
+    summary["alignment"] = alignment
+    summary["align"] = s.align.value
     summary["reduce"] = s.reduce.value
     summary["steps"] = s.steps
     summary["bootstrap"] = {"n": boot.n, "seed": boot.seed, "level": boot.level}
@@ -512,18 +665,24 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSetti
 
 
 def run(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSettings | None, out: Any) -> dict[str, Any]:
-    """Correlate the two sides per level; write aligned.csv, rank scatter and (if asked) the over-time line."""
+    """Correlate the two sides per level; write aligned.csv, the rank scatter (PNG and interactive HTML) and (if
+    asked) the over-time line."""
     from analyses import correlations_plots as plots
 
-    result = correlate(table, params, out.warn)
+    result = correlate(table, params, out.warn, progress=bool(getattr(out, "progress", False)))
     out.table("aligned", result["aligned"])
     levels = [lv for lv in result["summary"] if lv in set(result["aligned"]["level"])] if len(result["aligned"]) else []
     if levels:
-        out.figure("rank_scatter", plots.plot_rank_scatter(result["aligned"], result["summary"], levels))
+        caption = (f"Rank of each {' and each '.join(levels)} on side a vs side b, one panel per level "
+                   f"(dashed: identical ranking), with Spearman and Kendall")
+        out.figure("rank_scatter", plots.plot_rank_scatter(result["aligned"], result["summary"], levels), caption=caption)
+        out.figure("rank_scatter", plots.rank_scatter_interactive(result["aligned"], result["summary"], levels),
+                   caption=caption + "; hover a point for its member, key, ranks and values")
     if result["over_time"] is not None:
         out.table("over_time", result["over_time"])
         if len(result["over_time"]):
-            out.figure("over_time", plots.plot_over_time(result["over_time"]))
+            out.figure("over_time", plots.plot_over_time(result["over_time"]),
+                       caption="Spearman (solid) and Kendall (dashed) between the sides at every step both logged, per level")
     return result["summary"]
 
 

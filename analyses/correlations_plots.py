@@ -1,4 +1,4 @@
-"""Figures for the correlations analysis; each function returns a matplotlib figure."""
+"""Figures for the correlations analysis: matplotlib figures (PNG) and the interactive rank scatter (plotly, HTML)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
@@ -35,6 +36,42 @@ def plot_rank_scatter(aligned: pd.DataFrame, summary: Mapping[str, Any], levels:
         ax.set_xlabel(f"rank, side a ({_side(sides.get('a'))})")
         ax.set_ylabel(f"rank, side b ({_side(sides.get('b'))})")
     fig.tight_layout()
+    return fig
+
+
+WEBGL_ABOVE = 2000  # points per panel above which the interactive scatter uses WebGL (a Fira 1B column level: 16,800)
+
+
+def rank_scatter_interactive(aligned: pd.DataFrame, summary: Mapping[str, Any], levels: Sequence[str]):
+    """The rank scatter as a plotly figure, one panel per level; hovering a point shows its member (level names and
+    group values), key, both ranks and both reduced values."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    sides = summary.get("sides", {})
+    titles = []
+    for level in levels:
+        res = summary.get(level, {})
+        n = int((aligned["level"] == level).sum())
+        titles.append(f"{level} (n={n}): Spearman {_fmt(res.get('spearman'))}, Kendall {_fmt(res.get('kendall'))}")
+    fig = make_subplots(rows=1, cols=len(levels), subplot_titles=titles, horizontal_spacing=0.08)
+    for i, level in enumerate(levels, start=1):
+        g = aligned[aligned["level"] == level]
+        custom = np.column_stack([g["member"].astype(str), g["key"].astype(str), g["a"].astype(float), g["b"].astype(float)])
+        trace = go.Scattergl if len(g) > WEBGL_ABOVE else go.Scatter
+        fig.add_trace(trace(
+            x=g["a_rank"], y=g["b_rank"], mode="markers", name=level, showlegend=False, customdata=custom,
+            marker={"size": 7 if len(g) < 500 else 4, "opacity": 0.7 if len(g) < 500 else 0.4, "color": "#1f77b4"},
+            hovertemplate=(f"level {level}, member %{{customdata[0]}}<br>%{{customdata[1]}}<br>"
+                           "rank a %{x}, rank b %{y}<br>a %{customdata[2]:.4g}, b %{customdata[3]:.4g}<extra></extra>"),
+        ), row=1, col=i)
+        hi = max(len(g), 1)
+        fig.add_trace(go.Scatter(x=[1, hi], y=[1, hi], mode="lines", line={"color": "grey", "dash": "dash", "width": 1},
+                                 hoverinfo="skip", showlegend=False), row=1, col=i)
+        fig.update_xaxes(title_text=f"rank, side a ({_side(sides.get('a'))})", row=1, col=i)
+        fig.update_yaxes(title_text=f"rank, side b ({_side(sides.get('b'))})", row=1, col=i)
+    fig.update_layout(template="plotly_white", height=480, width=max(520, 480 * len(levels)),
+                      title="Rank of each family member on side a vs side b (dashed: identical ranking)")
     return fig
 
 

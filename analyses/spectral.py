@@ -15,7 +15,7 @@ CUDA events after ``warmup`` calls, median of ``repeats``; on CPU ``perf_counter
 |estimate - s1| / s1 over the batch. Outputs: ``benchmark.csv`` (method, steps, shape, rows, cols, batch, dtype,
 device, ms, ms_call, rel_error, bias, repeats_done, skipped, speedup_vs_matrix_norm), ``pareto.png`` (time vs error
 per shape) and a summary with the recommended estimator per accuracy budget (the fastest within 1% and within 5%),
-per shape and overall.
+per shape and overall; ``pareto.html`` is the same figure, interactive (hover: method, dtype, shape, time, error).
 
 On the CPU the synthetic shapes are CPU-sized (``cpu_shapes: scaled``): a shape with a side above 512 is divided by
 32 (the benchmark's shapes become ``SMALL_SHAPES``; ``cpu_shapes: full`` keeps them), and the replacements are
@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError, require_extra
+from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
 from toolkit.settings import Choice, Settings, as_settings, fail
 
@@ -330,9 +331,9 @@ def benchmark(
     """Time and score every (method, dtype, shape); ``cases`` maps shape -> (stack on device, s1 per matrix).
 
     ``budget_s``: each cell's time budget (see ``time_cell``); once a cell is skipped, the larger shapes of its
-    method and dtype are skipped without a call. ``bar``: a tqdm bar over the cells (silent off a terminal)."""
+    method and dtype are skipped without a call. ``bar``: a tqdm bar over the cells, total known up front (silent off
+    a terminal; the analysis passes the run's ``progress`` switch)."""
     torch = require_extra("torch", "torch")
-    from toolkit.progress import progress_bar
     from toolkit.spectral import DEFAULT_STEPS, dtype_name, estimate, parse_method, resolve_dtype
 
     rows = []
@@ -415,7 +416,7 @@ def recommend(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def run(table: pd.DataFrame | None, params: Mapping[str, Any] | SpectralSettings | None, out: Any) -> dict[str, Any]:
-    """Benchmark the spectral-norm estimators; write benchmark.csv and pareto.png; return the summary."""
+    """Benchmark the spectral-norm estimators; write benchmark.csv, pareto.png and pareto.html; return the summary."""
     torch = require_extra("torch", "torch")
     from toolkit.spectral import resolve_dtype
 
@@ -441,7 +442,8 @@ def run(table: pd.DataFrame | None, params: Mapping[str, Any] | SpectralSettings
             cases[shape] = synthetic_case(shape, batch, s.gap, s.decay, s.seed, device)
         source = f"synthetic: W = U diag(s) V^T, s1/s2 = {s.gap}, s_i = s2 (i-1)^-{s.decay}"
         reference = "s1 by construction (float64), equal to float64 svdvals"
-    df = benchmark(cases, s.methods, s.dtypes, device, s.repeats, s.warmup, s.seed, budget_s=s.cell_budget_s)
+    df = benchmark(cases, s.methods, s.dtypes, device, s.repeats, s.warmup, s.seed, budget_s=s.cell_budget_s,
+                   bar=bool(getattr(out, "progress", True)))
     out.table("benchmark", df)
     skipped = df[df["skipped"].ne("")]
     if len(skipped):
@@ -454,9 +456,12 @@ def run(table: pd.DataFrame | None, params: Mapping[str, Any] | SpectralSettings
         log.info("%d cell(s) over cell_budget_s=%g s ran fewer than repeats=%d timed calls (benchmark.csv column "
                  "repeats_done), e.g. %s", len(cut), s.cell_budget_s, s.repeats,
                  ", ".join(f"{r.method} {r.dtype} {r.shape}: {r.repeats_done}" for r in cut.head(3).itertuples()))
-    from analyses.spectral_plots import pareto_figure
+    from analyses.spectral_plots import pareto_figure, pareto_interactive
 
-    out.figure("pareto", pareto_figure(df))
+    caption = (f"Time (ms per parameter matrix) vs relative error of s1 for every estimator and dtype, one panel per shape, on "
+               f"{device} (dashed: Pareto front; dotted: 1% and 5%)")
+    out.figure("pareto", pareto_figure(df), caption=caption)
+    out.figure("pareto", pareto_interactive(df), caption=caption + "; hover a point for its method, dtype and shape")
     rec = recommend(df)
     for b in BUDGETS:
         if rec["overall"][b] is None:

@@ -1,4 +1,4 @@
-"""Figures of analysis `spectral`: time vs relative error per shape, with the Pareto front."""
+"""Figures of analysis `spectral`: time vs relative error per shape, with the Pareto front (PNG and interactive HTML)."""
 from __future__ import annotations
 
 import math
@@ -70,4 +70,59 @@ def pareto_figure(df: pd.DataFrame):
                bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(handles) / 6)))
     fig.suptitle("Spectral-norm estimators: time vs error (dotted: 1% and 5%; dashed: Pareto front)", fontsize=11)
     fig.tight_layout()
+    return fig
+
+
+PLOTLY_SYMBOLS = {"float32": "circle", "bfloat16": "square", "float16": "triangle-up", "float64": "diamond"}
+
+
+def pareto_interactive(df: pd.DataFrame):
+    """The time-vs-error figure as plotly (HTML): one panel per shape, one legend entry per method (toggles it in
+    every panel), symbol = dtype, dashed Pareto front; hovering a point shows method, dtype, shape, ms and error."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    shapes = list(dict.fromkeys(df["shape"]))
+    ncols = min(3, len(shapes))
+    nrows = math.ceil(len(shapes) / ncols)
+    titles = []
+    for shape in shapes:
+        g = df[df["shape"] == shape]
+        n_skipped = int((g["ms"].isna() | g["rel_error"].isna()).sum())
+        titles.append(f"{shape} ({g['device'].iloc[0]})" + (f", {n_skipped} skipped" if n_skipped else ""))
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.07, vertical_spacing=0.12)
+    methods = list(dict.fromkeys(df["method"]))
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+    colors = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+    shown: set[str] = set()
+    for i, shape in enumerate(shapes):
+        row, col = i // ncols + 1, i % ncols + 1
+        g = df[(df["shape"] == shape) & df["ms"].notna() & df["rel_error"].notna()].copy()
+        if g.empty:
+            continue
+        g["err_plot"] = np.maximum(g["rel_error"].astype(float), ERROR_FLOOR)
+        for method, m in g.groupby("method", sort=False):
+            custom = np.column_stack([m["method"].astype(str), m["dtype"].astype(str), m["shape"].astype(str),
+                                      m["rel_error"].astype(float), m["batch"].astype(int)])
+            fig.add_trace(go.Scatter(
+                x=m["ms"], y=m["err_plot"], mode="markers", name=str(method), legendgroup=str(method),
+                showlegend=method not in shown, customdata=custom,
+                marker={"color": colors[method], "size": 10, "line": {"color": "black", "width": 0.5},
+                        "symbol": [PLOTLY_SYMBOLS.get(d, "x") for d in m["dtype"]]},
+                hovertemplate=("%{customdata[0]} (%{customdata[1]})<br>shape %{customdata[2]}, batch %{customdata[4]}"
+                               "<br>%{x:.4g} ms per parameter<br>relative error %{customdata[3]:.3g}<extra></extra>"),
+            ), row=row, col=col)
+            shown.add(method)
+        front = pareto_front(g)
+        fig.add_trace(go.Scatter(x=front["ms"], y=np.maximum(front["rel_error"].astype(float), ERROR_FLOOR), mode="lines",
+                                 line={"color": "grey", "dash": "dash", "width": 1}, hoverinfo="skip", showlegend=False),
+                      row=row, col=col)
+        for level in (0.01, 0.05):
+            fig.add_hline(y=level, line={"color": "red", "dash": "dot", "width": 0.8}, row=row, col=col)
+        fig.update_xaxes(type="log", title_text="ms per parameter", row=row, col=col)
+        fig.update_yaxes(type="log", title_text="relative error of s1", row=row, col=col)
+    dtypes = ", ".join(f"{d}: {PLOTLY_SYMBOLS.get(d, 'x')}" for d in dict.fromkeys(df["dtype"]))
+    fig.update_layout(template="plotly_white", height=360 * nrows + 80, width=max(560, 440 * ncols),
+                      title=f"Spectral-norm estimators: time vs error (symbol = dtype: {dtypes}; dashed: Pareto front)",
+                      legend={"title": {"text": "method (click to hide)"}})
     return fig

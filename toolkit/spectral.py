@@ -6,6 +6,7 @@ floats per parameter name (one device sync per call):
 
     state = {}                                      # warm-start cache: name -> top right singular vector
     norms = spectral_norms(dict(model.named_parameters()), method="power", steps=10, state=state)
+    norms = spectral_norms([w1, w2, w3])            # a list (or any iterable) of tensors: named "0", "1", "2"
 
 Methods (``method`` or ``"<method>:<steps>"``, e.g. ``"power:30"``):
 
@@ -48,7 +49,7 @@ slowly moving weights gets the converged accuracy from a few steps per call.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -232,8 +233,21 @@ def estimate(
         return Estimate(rq if ns_estimate == "h" else wv, v, done)
 
 
+def named_matrices(params: Mapping[str, Any] | Iterable[Any]) -> Mapping[str, Any]:
+    """``params`` as a name -> tensor mapping: a mapping as given, a list (or any iterable) of tensors named by
+    their position ``"0"``, ``"1"``, ... (entries that are not 2-D keep their number; they are skipped later)."""
+    if isinstance(params, Mapping):
+        return params
+    torch = _torch()
+    if torch.is_tensor(params) or isinstance(params, (str, bytes)) or not isinstance(params, Iterable):
+        what = f"a tensor of shape {tuple(params.shape)}" if torch.is_tensor(params) else f"a {type(params).__name__}"
+        raise UserError(f"spectral_norms: expected a mapping name -> tensor or a list of tensors, got {what} "
+                        "(spectral_norm(w) takes one matrix)")
+    return {str(i): p for i, p in enumerate(params)}
+
+
 def spectral_norms(
-    named_params: Mapping[str, Any],
+    named_params: Mapping[str, Any] | Iterable[Any],
     method: str = "power",
     steps: int | None = None,
     dtype: Any = None,
@@ -242,8 +256,10 @@ def spectral_norms(
     ns_steps: int | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
-    """s1 per 2-D parameter name, one batched call per (shape, device, dtype); ``state`` caches warm-start vectors."""
+    """s1 per 2-D parameter name, one batched call per (shape, device, dtype); ``state`` caches warm-start vectors.
+    ``named_params`` is a mapping name -> tensor or a list of tensors (then named ``"0"``, ``"1"``, ... by position)."""
     torch = _torch()
+    named_params = named_matrices(named_params)
     groups: dict[tuple, list[str]] = {}
     for pname, p in named_params.items():
         if getattr(p, "ndim", 0) != 2:
@@ -311,6 +327,6 @@ def decaying_spectrum(r: int, gap: float = 1.1, decay: float = 0.5, top: float =
 
 __all__ = [
     "METHODS", "DEFAULT_STEPS", "DEFAULT_NS_STEPS", "NS5_COEFFS", "DOCUMENTED_ERROR", "Estimate",
-    "estimate", "spectral_norms", "spectral_norm", "reference_norm", "known_spectrum", "decaying_spectrum",
+    "estimate", "spectral_norms", "named_matrices", "spectral_norm", "reference_norm", "known_spectrum", "decaying_spectrum",
     "newton_schulz5", "newton_schulz3", "parse_method", "resolve_dtype", "dtype_name",
 ]
