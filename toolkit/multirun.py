@@ -1,7 +1,6 @@
 """Gather a Hydra multirun: every job's summaries into sweep_summary.csv and a report.html at the root."""
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
@@ -80,19 +79,57 @@ def gather_sweep(sweep_dir: str | Path) -> pd.DataFrame:
     return summary
 
 
+def split_override(item: str) -> tuple[str, str]:
+    """``key=value`` -> (key, value) (a ``+``/``~`` prefix kept off the key); a bare word is (word, '')."""
+    key, _, value = str(item).partition("=")
+    return key.lstrip("+~"), value
+
+
+def sweep_key_numbers(sweep_dir: Path, summary: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per analysis, one row per job: the job, its status, its overrides as columns and the same key numbers as each
+    job's report (``toolkit.report`` renderers)."""
+    from toolkit.report import analysis_view, key_numbers
+
+    override_keys: list[str] = []
+    jobs: list[dict[str, Any]] = []
+    per_analysis: dict[str, dict[int, list[tuple[str, str, str]]]] = {}
+    for r in summary.itertuples() if len(summary) else []:
+        job = int(r.job)
+        record = json.loads((sweep_dir / str(job) / JOB_FILE).read_text()) if (sweep_dir / str(job) / JOB_FILE).exists() else {}
+        values = dict(split_override(o) for o in record.get("overrides", []))
+        override_keys += [k for k in values if k not in override_keys]
+        jobs.append({"job": job, "status": str(r.status), "overrides": values})
+        for adir in sorted(p for p in (sweep_dir / str(job)).glob("*/") if (p / "summary.json").is_file()):
+            try:
+                per_analysis.setdefault(adir.name, {})[job] = key_numbers(analysis_view(adir, inline=False))
+            except Exception as exc:  # one odd job folder does not stop the sweep report
+                log.warning("sweep report: %s of job %d: %s: %s", adir.name, job, type(exc).__name__, exc)
+    tables = []
+    for name, by_job in per_analysis.items():
+        labels: list[str] = []
+        for numbers in by_job.values():
+            labels += [label for label, _, _ in numbers if label not in labels]
+        rows = []
+        for j in jobs:
+            cells = {label: (text, reason) for label, text, reason in by_job.get(j["job"], [])}
+            rows.append({"job": j["job"], "status": j["status"], "overrides": [scrub(j["overrides"].get(k, "")) for k in override_keys],
+                         "cells": [cells.get(label, ("", "")) for label in labels]})
+        tables.append({"analysis": name, "labels": labels, "rows": rows})
+    return [{"override_keys": override_keys, "tables": tables}]
+
+
 def _write_sweep_report(sweep_dir: Path, summary: pd.DataFrame, table_names: list[str]) -> None:
+    from toolkit.report import render
+
     failed = summary[summary["status"] != "ok"] if len(summary) else summary
-    parts = [f"<h1>Multirun: {len(summary)} job(s), {len(failed)} failed</h1>"]
-    if len(failed):
-        parts.append("<h2>Failed jobs</h2><ul>" + "".join(
-            f"<li>job {int(r.job)} ({html.escape(str(r.overrides))}): {html.escape(str(r.error))}</li>" for r in failed.itertuples()) + "</ul>")
-    parts.append("<h2>Jobs</h2><ul>" + "".join(
-        f'<li><a href="{int(r.job)}/report.html">job {int(r.job)}</a> {html.escape(str(r.overrides))}: {html.escape(str(r.status))}</li>' for r in summary.itertuples()) + "</ul>")
-    parts.append('<h2>Gathered tables</h2><ul><li><a href="sweep_summary.csv">sweep_summary.csv</a></li>' + "".join(
-        f'<li><a href="sweep_{n}.csv">sweep_{html.escape(n)}.csv</a></li>' for n in table_names) + "</ul>")
-    parts.append("<h2>Summary</h2>" + summary.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}"))
-    style = "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
-    atomic_write_text(sweep_dir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>Multirun</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    keys = sweep_key_numbers(sweep_dir, summary)[0]
+    jobs = [{"job": int(r.job), "overrides": scrub(str(r.overrides)), "status": str(r.status),
+             "error": scrub(str(r.error)) if isinstance(r.error, str) else ""} for r in summary.itertuples()] if len(summary) else []
+    page = render("sweep_report.html.j2", n_jobs=len(summary), n_failed=len(failed), jobs=jobs,
+                  failed=[j for j in jobs if j["status"] != "ok"], override_keys=keys["override_keys"],
+                  key_tables=keys["tables"], table_names=table_names,
+                  summary_html=summary.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}", classes="flat"))
+    atomic_write_text(sweep_dir / "report.html", page)
 
 
 def clean_launcher_files(sweep_dir: Path) -> None:
@@ -108,10 +145,51 @@ def clean_launcher_files(sweep_dir: Path) -> None:
                 scrub_file(path)
 
 
+def sweep_job_count(overrides: list[str], params: Any = None) -> int | None:
+    """How many jobs a sweep over these command-line overrides (and ``hydra.sweeper.params``) runs, counted the way
+    Hydra's BasicSweeper splits them; None when they cannot be parsed here (e.g. a glob over a config group)."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        arguments = [f"{k}={v}" for k, v in dict(params or {}).items()] + [str(o) for o in overrides]
+        batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
+        return sum(len(batch) for batch in batches)
+    except Exception:  # a sweeper or grammar this cannot count: the bar then has no total
+        return None
+
+
 class GatherSweep(Callback):
-    """Hydra callback: at the end of a multirun, gather every job's results at the sweep root."""
+    """Hydra callback: a progress bar over the sweep's jobs, and at the end of a multirun, every job's results
+    gathered at the sweep root."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Start the jobs' progress bar (its total from the sweep's overrides; silent off a terminal or with
+        progress=false)."""
+        from toolkit.progress import progress_bar
+
+        try:
+            sweeper = config.hydra.get("sweeper") or {}
+            total = sweeper.get("n_trials") if isinstance(sweeper.get("n_trials"), int) else None
+            if total is None:
+                total = sweep_job_count(list(config.hydra.overrides.task), sweeper.get("params"))
+            enabled = bool(config.get("progress", True))
+        except Exception:  # a config without these nodes: no bar
+            return
+        self.bar = progress_bar(total, "jobs", enabled=enabled, unit="job")
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """One job done (in this process: the basic launcher; a joblib or SLURM worker has no bar)."""
+        if self.bar is not None:
+            self.bar.update(1)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.exists():
             return

@@ -136,15 +136,25 @@ def load_runset(job: Job, keys: list[str] | None) -> RunSet:
     return read_runset(tracker, job.selection, keys)
 
 
-def build_table(job: Job, warnings: list[str]) -> pd.DataFrame:
-    """Run the configured recipe on the tracker's runs and return its Table."""
+def build_table(job: Job, warnings: list[str], info: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Run the configured recipe on the tracker's runs and return its Table (``info["n_runs_read"]``: runs read)."""
     recipe, settings = job.recipe.impl, job.recipe.settings
     if recipe.needs_tracker(settings):
+        started = time.perf_counter()
+        log.info("reading runs (tracker %s)", job.tracker.get("_target_", "?") if job.tracker is not None else "?")
         runset = load_runset(job, recipe.metric_keys(settings))
+        log.info("read %d run(s), %d history row(s) in %.2f s", len(runset.runs), len(runset.history),
+                 time.perf_counter() - started)
         warnings.extend(runset.warnings)
+        if info is not None:
+            info["n_runs_read"] = len(runset.runs)
     else:
         runset = empty_runset()
+    started = time.perf_counter()
+    log.info("building the table (recipe %s)", job.recipe.name)
     built = recipe.build(runset, settings)
+    log.info("table: %d row(s) x %d column(s) in %.2f s", len(built.table), len(built.table.columns),
+             time.perf_counter() - started)
     warnings.extend(built.warnings)
     return built.table
 
@@ -159,6 +169,7 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
         name = part.name
         started = time.perf_counter()
         out = None
+        log.info("%s: running", name)
         try:
             out = AnalysisOutput(run_dir, name, progress=job.progress)
             require_columns(table, part.impl.required_columns(part.settings), name)
@@ -169,7 +180,7 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
             log.info("%s: done in %.2f s -> %s", name, time.perf_counter() - started, out.final_dir)
         except UserError as exc:
             _record(status, name, "input", scrub(_strip(str(exc), name)))
-            log.error("%s: %s", name, status["analyses"][name]["message"])
+            log.error("%s", _prefixed(name, status["analyses"][name]["message"]), extra={"console": False})
         except Exception as exc:  # a bug: recorded with its traceback in the log, the other analyses still run
             _record(status, name, "bug", scrub(f"{type(exc).__name__}: {exc}"))
             log.error("%s: bug: %s", name, scrub(traceback.format_exc()))
@@ -179,6 +190,11 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
         finally:
             if out is not None:
                 out.discard()  # after a commit there is nothing left to remove
+
+
+def _prefixed(name: str, message: str) -> str:
+    """``name: message``, unless the message already starts with the name."""
+    return message if message.startswith((f"{name}:", f"{name} ")) else f"{name}: {message}"
 
 
 def _strip(message: str, name: str) -> str:
@@ -194,6 +210,23 @@ def finish(run_dir: Path, job_title: str, status: dict[str, Any]) -> None:
     status["failed"] = failed
     write_json(run_dir / "status.json", status)
     write_report(run_dir, title=job_title, status=status)
+
+
+def _provenance(cfg: DictConfig, info: Mapping[str, Any], table: pd.DataFrame | None) -> dict[str, Any]:
+    """The run's provenance (toolkit.provenance) for status.json: never fails the run."""
+    from toolkit import provenance
+
+    try:
+        recipe = cfg.get("recipe")
+        target = recipe.get("_target_") if isinstance(recipe, (DictConfig, Mapping)) else None
+        needs_tracker = info.get("n_runs_read") is not None or table is None
+        return provenance.collect(cfg.get("tracker") if needs_tracker else None, n_runs_read=info.get("n_runs_read"),
+                                  n_runs_kept=provenance.runs_kept(table) if table is not None else None,
+                                  recipe=str(target) if target else None) | (
+            {"n_table_rows": int(len(table))} if table is not None else {})
+    except Exception as exc:  # provenance is a record, not a stage: a problem here is said, not raised
+        log.warning("provenance: %s", scrub(f"{type(exc).__name__}: {exc}"))
+        return {}
 
 
 def exit_code(status: Mapping[str, Any]) -> int:
@@ -217,10 +250,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     write_json(run_dir / "config.json", mask_config(_container(cfg)))
     title = str(cfg.get("title", "Sweep analysis"))
     target = None
+    info: dict[str, Any] = {}
+    status["provenance"] = _provenance(cfg, info, None)
     try:
         job = resolve(cfg)
         title, target = job.title, job.publish
-        table = build_table(job, status["warnings"])
+        table = build_table(job, status["warnings"], info)
+        status["provenance"] = _provenance(cfg, info, table)
         for w in status["warnings"]:
             log.warning(w)
         if len(table.columns):
