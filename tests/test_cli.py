@@ -140,6 +140,7 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
     (["analysis=[no_such_analysis]"], "no_such_analysis"),
     (["analysis.minima.fit_k=2"], "fit_k"),
     (["select.name_regex=^lr-"], "quote"),
+    (["analysis=[regressions]", "analysis.regressions.minima.horizons=[3]"], "is null here"),
 ])
 def test_config_errors_exit_2_with_one_line(tmp_path, args, expected):
     proc = run_cli(*args, f"hydra.run.dir={tmp_path / 'OUT'}")
@@ -228,3 +229,32 @@ def test_interrupted_run_cleans_up_and_says_so(sweep_file, tmp_path, signum):
     assert status["error"]["kind"] == "interrupted" and status["analyses"]["minima"]["status"] == "ok"
     assert (out / "report.html").exists()
     assert "Traceback" not in err and len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_help_shows_the_examples_and_the_groups(tmp_path):
+    own = tmp_path / "own" / "tracker"
+    own.mkdir(parents=True)
+    (own / "my_store.yaml").write_text("_target_: adapters.local.LocalTracker\n")
+    for argv in ([sys.executable, str(ROOT / "run.py"), "--help"],  # run.py and the sweepkit command's entry point
+                 [sys.executable, "-c", "from toolkit.cli import console; console()", "--config-dir", str(tmp_path / "own"),
+                  "--help"]):
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = proc.stdout
+        assert "== Examples ==" in out and "sweepkit tracker=mlflow tracker.uri=" in out
+        groups = {line.split(":", 1)[0].strip(): line.split(":", 1)[1] for line in out.split("== Config groups")[1]
+                  .split("==")[1].splitlines() if ":" in line}
+        assert {"tracker", "recipe", "analysis", "experiment", "publish", "hydra/launcher"} <= set(groups)
+        assert "minima" in groups["analysis"] and "lr_bs_sweep" in groups["recipe"] and "mlflow" in groups["tracker"]
+        assert "schema" not in out and "run_schema" not in out  # the ConfigStore's schema groups stay out
+        assert ("my_store" in groups["tracker"]) == ("--config-dir" in argv)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_searchpath_dirs_reads_both_ways_of_adding_a_config_folder(tmp_path):
+    from toolkit.cli import searchpath_dirs
+
+    got = searchpath_dirs(["--config-dir", "a", f"--config-dir={tmp_path}", "-cd", "/x/y", "tracker=local",
+                           "hydra.searchpath=[file:///p/q,pkg://mod,file:///r]"])
+    assert got == [os.path.abspath("a"), str(tmp_path), "/x/y", "/p/q", "/r"]

@@ -28,13 +28,19 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
 
 
 def searchpath_dirs(argv: Sequence[str]) -> list[str]:
-    """The local folders of a ``hydra.searchpath=[file://...]`` override (the user's own config folders)."""
+    """The user's own config folders: ``--config-dir``/``-cd`` and the local folders of ``hydra.searchpath=[file://...]``."""
     dirs: list[str] = []
-    for arg in argv:
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+            continue
+        if arg.startswith("--config-dir="):
+            dirs.append(arg.partition("=")[2])
+            continue
         key, _, value = arg.lstrip("+").partition("=")
         if key == "hydra.searchpath":
             dirs += [m for m in re.findall(r"file://([^,\]'\"]+)", value)]
-    return dirs
+    return [os.path.abspath(os.path.expanduser(d)) for d in dirs]
 
 
 def _config_error(exc: BaseException) -> bool:
@@ -47,7 +53,31 @@ def _config_error(exc: BaseException) -> bool:
         if isinstance(seen, (HydraException, OmegaConfBaseException)):
             return True
         seen = seen.__cause__ or seen.__context__
-    return False
+    return not _JOB_STARTED and _raised_in(exc, ("omegaconf", "hydra"))  # e.g. an override under a null node
+
+
+_JOB_STARTED = False  # set when the job starts: an error before it comes from composing the config
+
+
+def _raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is code of one of ``packages``."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", "")) if tb is not None else ""
+    return module.split(".")[0] in packages
+
+
+def _failed_override(exc: BaseException) -> str | None:
+    """The command-line override Hydra was applying when ``exc`` was raised, if any."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        override = tb.tb_frame.f_locals.get("override")
+        line = getattr(override, "input_line", None)
+        found = str(line) if line else found
+        tb = tb.tb_next
+    return found
 
 
 def config_error_line(exc: BaseException) -> str:
@@ -55,6 +85,14 @@ def config_error_line(exc: BaseException) -> str:
     from toolkit.settings import one_line
 
     text = one_line(exc)
+    override = _failed_override(exc)
+    if override and not _raised_in(exc, ("hydra",)) and isinstance(exc, AssertionError):
+        key = override.split("=", 1)[0].lstrip("+~")
+        text = (f"cannot apply {override}: a node above {key} is null here (a node such as "
+                f"analysis.regressions.minima is null unless its analysis is selected); select that analysis, or set "
+                f"the whole node (e.g. '{key.rsplit('.', 1)[0]}={{...}}')")
+    elif override and override not in text:
+        text = f"{text} (override {override})"
     if "OverrideParseException" in type(exc).__name__ or "mismatched input" in text or "no viable alternative" in text \
             or "LexerNoViableAlt" in text:
         text += _QUOTE_HINT
@@ -80,6 +118,7 @@ def entry(hydra_main: Callable[[], None], argv: Sequence[str] | None = None) -> 
 
 
 def _entry(hydra_main: Callable[[], None], argv: Sequence[str] | None, user_wants_trace: bool) -> int:
+    from toolkit.extras import require_launcher
     from toolkit.settings import register_schemas
 
     args = prepare_argv(sys.argv[1:] if argv is None else argv)
@@ -87,7 +126,11 @@ def _entry(hydra_main: Callable[[], None], argv: Sequence[str] | None, user_want
     protect_console(args)  # Hydra prints overrides (values included) on some errors
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        register_schemas(CONF_DIR, *searchpath_dirs(args))
+        user_dirs = searchpath_dirs(args)
+        _HELP_DIRS[:] = user_dirs
+        register_help_resolver()
+        register_schemas(CONF_DIR, *user_dirs)
+        require_launcher(args)
         hydra_main()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -111,3 +154,101 @@ def _entry(hydra_main: Callable[[], None], argv: Sequence[str] | None, user_want
         print(f"error: bug: {scrub(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
         return 1
     return 0
+
+
+# --------------------------------------------------------------------------------------------- the job and --help
+
+_HELP_DIRS: list[str] = []  # the user's config folders of this command (listed by --help beside the packaged ones)
+HELP_GROUPS = ("tracker", "recipe", "analysis", "experiment", "publish", "hydra/launcher")
+
+
+def config_group_options(dirs: Sequence[str | os.PathLike] = ()) -> dict[str, list[str]]:
+    """``{group: [option, ...]}`` of the toolkit's config groups in the packaged folder and ``dirs`` (the schema/*
+    groups that type them are not options), Hydra's launchers included."""
+    from pathlib import Path
+
+    found: dict[str, set[str]] = {g: set() for g in HELP_GROUPS}
+    for folder in (CONF_DIR, *dirs):
+        for group in HELP_GROUPS:
+            found[group].update(p.stem for p in (Path(folder) / group).glob("*.yaml"))
+    try:  # launchers Hydra and its plugins keep in the ConfigStore (basic, joblib, submitit_local, ...)
+        from hydra.core.config_store import ConfigStore
+
+        found["hydra/launcher"].update(n.rpartition(".")[0] or n for n in ConfigStore.instance().list("hydra/launcher"))
+    except Exception:  # no such group in the store: the folders' launchers only
+        pass
+    return {g: sorted(v) for g, v in found.items() if v}
+
+
+def help_groups() -> str:
+    """The config groups as --help lists them: one line per group with its options."""
+    opts = config_group_options(_HELP_DIRS)
+    width = max(len(g) for g in opts)
+    return "\n".join(f"  {g + ':':<{width + 1}} {', '.join(v)}" for g, v in opts.items())
+
+
+def register_help_resolver() -> None:
+    """``${sweepkit_help_groups:}``, used by conf/hydra/help/sweepkit.yaml."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("sweepkit_help_groups"):
+        OmegaConf.register_new_resolver("sweepkit_help_groups", help_groups, use_cache=False)
+
+
+def run_job(cfg: object) -> None:
+    """The job of ``python run.py`` and ``sweepkit``: run the pipeline into Hydra's run folder and report."""
+    import logging
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from toolkit import pipeline
+    from toolkit.multirun import write_job_record
+    from toolkit.secrets import config_secrets, remember, scrub_file
+
+    global _JOB_STARTED
+    _JOB_STARTED = True
+    log = logging.getLogger("run")
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:  # secrets set in the config (not only on the command line) are scrubbed from messages too
+        remember(config_secrets(OmegaConf.to_container(cfg, resolve=True)))
+    except Exception:  # an interpolation that does not resolve: the pipeline reports it
+        remember(config_secrets(OmegaConf.to_container(cfg, resolve=False)))
+    if multirun:  # Hydra saves the composed config, secrets included, at the sweep root
+        scrub_file(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    status = pipeline.run(cfg, run_dir)
+    error = pipeline.error_line(status, run_dir)
+    if multirun:  # the gather callback reports failed jobs; exiting here would stop Hydra before it runs
+        write_job_record(run_dir, list(hydra_cfg.overrides.task), error, pipeline.exit_code(status))
+    if error:
+        log.error(scrub(error), extra={"console": False})
+        print(f"error: {scrub(error)}", file=sys.stderr)
+        if not multirun:
+            sys.exit(pipeline.exit_code(status))
+        return
+    print(f"results: {run_dir}")
+
+
+def _console_job(cfg: object) -> None:
+    """The ``sweepkit`` command's job (the same as run.py's)."""
+    run_job(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``sweepkit`` console script: ``python run.py`` with the packaged configs, from any folder."""
+    import hydra
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.lstrip("+").startswith("hydra.job.name=") for a in args):
+        args.append("hydra.job.name=run")  # the log is run.log, as with run.py (Hydra names it after the caller)
+    hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_console_job)
+    return entry(hydra_main, args)
+
+
+def console() -> None:
+    """Entry point of the installed ``sweepkit`` command."""
+    sys.exit(main())

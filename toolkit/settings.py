@@ -20,7 +20,16 @@ from toolkit.errors import UserError
 from toolkit.runset import Selection
 
 T = TypeVar("T")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _conf_dir() -> Path:
+    """The config folder: ``sweepkit/conf`` in an installed wheel (package data), else the checkout's ``conf/``."""
+    root = Path(__file__).resolve().parents[1]
+    packaged = root / "sweepkit" / "conf"
+    return packaged if (packaged / "config.yaml").is_file() else root / "conf"
+
+
+CONF_DIR = _conf_dir()
 GROUPS = ("tracker", "recipe", "analysis")
 SCHEMA_GROUP = "schema"
 
