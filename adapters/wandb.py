@@ -72,8 +72,8 @@ class WandbTracker(TrackerBase):
                 raise UserError(f"tracker.{key}: expected an integer >= 1, got {value!r}")
         if not isinstance(retries, int) or retries < 0:
             raise UserError(f"tracker.retries: expected an integer >= 0, got {retries!r}")
-        self.entity = entity or None
-        self.project = project or None
+        self.entity = entity or os.environ.get("WANDB_ENTITY") or None  # as wandb itself reads them
+        self.project = project or os.environ.get("WANDB_PROJECT") or None
         self.path = str(path) if path else None
         self.sweep = str(sweep) if sweep else None
         self.filters, self.filter_selection = _split_filters(filters)
@@ -105,8 +105,8 @@ class WandbTracker(TrackerBase):
     def run_path(self) -> str:
         """``entity/project`` (or ``project`` with the login's default entity)."""
         if not self.project:
-            raise UserError("tracker.project: set the W&B project (tracker.entity too, unless it is your default), "
-                            "or tracker.path to a folder of offline runs")
+            raise UserError("tracker=wandb: no project: set tracker.project=PROJECT or WANDB_PROJECT (tracker.entity "
+                            "or WANDB_ENTITY too, unless it is your default), or tracker.path=wandb/ for offline runs")
         return f"{self.entity}/{self.project}" if self.entity else self.project
 
     def _warn(self, message: str) -> None:
@@ -205,18 +205,19 @@ class WandbTracker(TrackerBase):
         if self._api_factory is not None:
             self._api = online.construct_api(self._api_factory, self.timeout)
             return self._api
+        _ = self.run_path  # no project is said first, before the key, the extra or the network
         if not online.has_api_key():
             raise UserError("W&B: no API key: set WANDB_API_KEY or run `wandb login` "
                             "(or read offline runs with tracker.path=wandb/)")
-        wandb = require_extra("wandb", "wandb")
+        wandb = require_extra("wandb", "wandb", "tracker=wandb")
         if not any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
             online.probe_host(online.base_url(), self.connect_timeout)  # behind a proxy: only the thread timeout
         self._api = online.construct_api(lambda: wandb.Api(timeout=int(max(1, self.timeout))), self.timeout)
         return self._api
 
     def _list_online(self, selection: Selection | None) -> list[dict[str, Any]]:
-        api = self.api()
         path = self.run_path
+        api = self.api()
         pushed = online.selection_filters(selection) if selection is not None else {}
         filters = online.merge_filters(self.filters, {"sweep": self.sweep} if self.sweep else None, pushed)
         kwargs: dict[str, Any] = {"filters": filters or None, "per_page": self.per_page}
@@ -329,7 +330,7 @@ class WandbTracker(TrackerBase):
     # ------------------------------------------------------------------ write side
     def start_run(self, name: str, config: Mapping[str, Any] | None = None) -> "WandbRunWriter":
         """Start a W&B run (offline when tracker.offline or WANDB_MODE=offline; several per process)."""
-        wandb = require_extra("wandb", "wandb")
+        wandb = require_extra("wandb", "wandb", "tracker=wandb")
         mode = "offline" if self.offline or os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") else None
         kwargs: dict[str, Any] = {"project": self.project or "sweepkit", "entity": self.entity, "name": name,
                                   "config": dict(config or {}), "reinit": "create_new"}

@@ -48,7 +48,7 @@ def _pb() -> Any:
     """The wandb protobuf module (wandb is an optional dependency)."""
     from toolkit.errors import require_extra
 
-    return require_extra("wandb.proto.wandb_internal_pb2", "wandb")
+    return require_extra("wandb.proto.wandb_internal_pb2", "wandb", "tracker=wandb")
 
 
 def encode_records(payloads: Iterable[bytes]) -> bytes:
@@ -226,6 +226,9 @@ def _fast_types() -> dict[str, Any]:
     """
     global _FAST
     if _FAST is None:
+        from toolkit.errors import require_extra
+
+        require_extra("google.protobuf.message_factory", "wandb", "tracker=wandb")  # wandb's protobuf
         from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
         F = descriptor_pb2.FieldDescriptorProto

@@ -229,3 +229,95 @@ def test_cli_scaling_table(tmp_path, capsys):
     assert (gap <= 0.5 + 1e-9).mean() > 0.75 and gap.max() < 1.5
     frame = load_misfitting(path)
     assert list(frame.columns[:4]) == ["N", "D", "C", "loss"] and len(frame) == len(table)
+
+
+TINY_GRID = ["--lr-log2", "-11,-10,-9,-8", "--batch-sizes", "32,64", "--seeds", "0", "--horizons-log2", "26,27",
+             "--log-every-tokens", "33554432"]
+
+
+def _quiet_env(tmp_path):
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MLFLOW_"))}  # no WANDB_SILENT here
+    env.update({"PYTHONPATH": str(repo), "HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / ".wandb-config")})
+    return env
+
+
+def _lines(proc):
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("tracker, args", [("local", ["path=runs"]), ("wandb", ["path=wandb/", "offline=true"])])
+def test_the_demo_logs_quietly(tmp_path, tracker, args):
+    import subprocess
+    import sys
+
+    if tracker == "wandb":
+        pytest.importorskip("wandb")
+    args = [a.replace("path=", f"path={tmp_path}/") for a in args]
+    argv = [sys.executable, "-m", "toolkit.demo", *TINY_GRID, "--tracker", tracker]
+    argv += [x for a in args for x in ("--tracker-arg", a)]
+    proc = subprocess.run(argv, cwd=tmp_path, env=_quiet_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc) == [f"logged 8 runs through {tracker}"]  # without the demo W&B printed ~16 lines per run
+    back = demo.build_tracker(tracker, [a for a in args if not a.startswith("offline")])
+    from toolkit.runset import Selection
+
+    assert len(back.list_runs(Selection())) == 8  # quiet, and every run was logged
+
+
+def test_the_fira_toy_is_quiet(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    argv = [sys.executable, "-m", "toolkit.examples.fira_toy", "--out", "fira", "--steps", "3"]
+    proc = subprocess.run(argv, cwd=tmp_path, env=_quiet_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    lines = _lines(proc)
+    assert len(lines) == 3 and lines[0].startswith("fira-lowrank: final loss"), lines
+
+
+def test_log_sweep_shows_a_bar_with_the_run_count(monkeypatch):
+    seen = []
+
+    class Bar:
+        def __init__(self, total, desc, enabled=True, unit="run"):
+            seen.append({"total": total, "enabled": enabled, "unit": unit, "updates": 0})
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n=1):
+            seen[-1]["updates"] += n
+
+    monkeypatch.setattr(demo, "progress_bar", Bar)
+    s = make_lr_bs_sweep(lr_log2=[-11, -10, -9], batch_sizes=(32, 64), log_every_tokens=2**26, n_diverged=1)
+    assert demo.log_sweep(s, RecordingTracker(), progress=True) == 12
+    assert seen == [{"total": 12, "enabled": True, "unit": "run", "updates": 12}]
+
+
+def test_quiet_trackers_keeps_what_the_user_set(monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "false")
+    monkeypatch.delenv("WANDB_CONSOLE", raising=False)
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    demo.quiet_trackers()
+    import os
+
+    assert os.environ["WANDB_SILENT"] == "false"
+    assert os.environ["WANDB_CONSOLE"] == "off" and os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"
+
+
+def test_cli_long_reaches_2_33_tokens(tmp_path, capsys):
+    out = tmp_path / "long.csv"
+    assert demo.main(["--out", str(out), "--long"]) == 0
+    planted = demo.load_planted(out)
+    assert planted["horizons"] == [2**28, 2**30, 2**32, 2**33]
+    h = pd.read_csv(out)
+    assert int((h["step"] * h["bs"] * planted["seq_len"]).max()) == 2**33
+    assert "wrote 120 runs (7680 rows)" in capsys.readouterr().out

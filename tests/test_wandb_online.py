@@ -321,7 +321,8 @@ def test_wrong_project_lists_projects() -> None:
         tracker_for(api, project="swep").list_runs(Selection())
 
 
-def test_missing_project_setting() -> None:
+def test_missing_project_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)  # the tracker takes its project from there too
     with pytest.raises(UserError, match="tracker.project"):
         WandbTracker(api_factory=FakeApi).list_runs(Selection())
 

@@ -12,12 +12,13 @@ The planted law (all logs base 2), with ``horizon = bs * step * seq_len`` tokens
 so the output norm at the optimal learning rate is the same at every horizon and batch size (norm transfer),
 and ``n_diverged`` runs at the largest learning rates blow up (loss x10, x100, x1e4, then inf, then NaN).
 
-CLI: ``python -m toolkit.demo --out sweep.csv [--seed N] [--small]`` writes the wide history file (and
+CLI: ``python -m toolkit.demo --out sweep.csv [--seed N] [--small] [--long]`` writes the wide history file (and
 ``sweep.planted.json``); ``--tracker local|mlflow|wandb --tracker-arg key=value ...`` logs the runs through a
 tracker adapter instead (or as well), e.g. ``--tracker local --tracker-arg path=runs/``,
 ``--tracker mlflow --tracker-arg uri=sqlite:///mlflow.db --tracker-arg experiment=demo`` or
 ``--tracker wandb --tracker-arg path=wandb/ --tracker-arg offline=true``. The grid can be shrunk for a quick try:
-``--lr-log2 -11,-10,-9,-8 --batch-sizes 32,64 --seeds 0 --horizons-log2 26,27 --log-every-tokens 33554432``.
+``--lr-log2 -11,-10,-9,-8 --batch-sizes 32,64 --seeds 0 --horizons-log2 26,27 --log-every-tokens 33554432``;
+``--long`` reaches the 2^33 tokens that ``experiment=norm_transfer`` asks for (horizons 2^28, 2^30, 2^32, 2^33).
 
 ``--scaling-table misfitting_scaling_results.csv`` writes a flat scaling-survey table instead (one row per model,
 token count and peak lr: ``loss, N, D, C, model, peak_lr, tokens_per_param``, the (Mis)Fitting survey's layout) from
@@ -45,6 +46,7 @@ import pandas as pd
 
 from toolkit.errors import UserError
 from toolkit.outputs import atomic_write_text, write_json, write_parquet
+from toolkit.progress import progress_bar
 from toolkit.trackers import make_tracker, tracker_names
 
 EXAMPLE_SWEEP = Path(__file__).resolve().parent / "data" / "example_sweep.csv"
@@ -52,6 +54,8 @@ HISTORY_COLUMNS = ("run_name", "step", "lr", "bs", "seed", "train_loss", "output
 DEFAULT_LR_LOG2 = tuple(np.arange(-12.0, -4.75, 0.5))  # 2^-12 .. 2^-5, 15 values
 SMALL_LR_LOG2 = tuple(np.arange(-11.5, -5.75, 0.5))  # 2^-11.5 .. 2^-6, 12 values
 DEFAULT_HORIZONS_LOG2 = (26, 27, 28, 29, 30)
+LONG_HORIZONS_LOG2 = (28, 30, 32, 33)  # the norm-transfer experiment's horizons (conf/experiment/norm_transfer.yaml)
+LONG_LOG_EVERY_TOKENS = 2**27  # a row every 2^27 tokens: 64 rows per run up to 2^33
 
 
 def run_name(lr: float, bs: int, seed: int) -> str:
@@ -238,6 +242,11 @@ def make_example_sweep() -> DemoSweep:
     return make_lr_bs_sweep(0, lr_log2=SMALL_LR_LOG2, log_every_tokens=2**25)
 
 
+def make_long_sweep(seed: int = 0) -> DemoSweep:
+    """The sweep ``--long`` writes: the default grid with horizons 2^28, 2^30, 2^32 and 2^33 (120 runs x 64 rows)."""
+    return make_lr_bs_sweep(seed, horizons_log2=LONG_HORIZONS_LOG2, log_every_tokens=LONG_LOG_EVERY_TOKENS)
+
+
 @dataclass
 class DemoScalingTable:
     """A synthetic scaling survey: the flat ``table`` (one row per model, D and peak_lr) and the ``planted`` constants."""
@@ -329,22 +338,41 @@ def log_sweep(sweep: DemoSweep, tracker: Any, progress: bool = True) -> int:
     loss = hist["train_loss"].to_numpy(dtype=float)
     norm = hist["output_norm"].to_numpy(dtype=float)
     starts = bounds[:-1]
-    iterator: Any = range(len(starts))
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc="logging runs", unit="run")
-    for k in iterator:
-        lo, hi = int(bounds[k]), int(bounds[k + 1])
-        row = hist.iloc[lo]
-        config = {"lr": float(row["lr"]), "bs": int(row["bs"]), "seed": int(row["seed"]), "seq_len": seq_len}
-        writer = tracker.start_run(str(names[lo]), config)
-        for j in range(lo, hi):
-            metrics = {key: float(v) for key, v in (("train_loss", loss[j]), ("output_norm", norm[j])) if math.isfinite(v)}
-            if metrics:
-                writer.log_metrics(metrics, int(steps[j]))
-        writer.finish("failed" if names[lo] in diverged else "finished")
+    quiet_trackers()
+    with progress_bar(len(starts), "logging runs", enabled=progress, unit="run") as bar:
+        for k in range(len(starts)):
+            lo, hi = int(bounds[k]), int(bounds[k + 1])
+            row = hist.iloc[lo]
+            config = {"lr": float(row["lr"]), "bs": int(row["bs"]), "seed": int(row["seed"]), "seq_len": seq_len}
+            writer = tracker.start_run(str(names[lo]), config)
+            for j in range(lo, hi):
+                metrics = {key: float(v) for key, v in (("train_loss", loss[j]), ("output_norm", norm[j]))
+                           if math.isfinite(v)}
+                if metrics:
+                    writer.log_metrics(metrics, int(steps[j]))
+            writer.finish("failed" if names[lo] in diverged else "finished")
+            bar.update(1)
     return len(starts)
+
+
+# what the trackers' own libraries would print per run (banners, run summaries, INFO lines): the demo says less
+QUIET_ENV = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+QUIET_LOGGERS = ("mlflow", "alembic", "aim", "dvclive", "lightning", "lightning.pytorch", "pytorch_lightning",
+                 "tensorboard", "absl")
+
+
+def quiet_trackers() -> None:
+    """Silence the tracker libraries' per-run console output for this process (a value already set is kept)."""
+    import logging
+    import os
+    import warnings
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for module in ("mlflow", "aim", "dvclive", "lightning", "pytorch_lightning", "google", "wandb"):
+        warnings.filterwarnings("ignore", module=module)
 
 
 def build_tracker(name: str, args: Sequence[str]) -> Any:
@@ -375,6 +403,8 @@ def _number_list(text: str, cast: Any, what: str) -> list:
 def sweep_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
     """``make_lr_bs_sweep`` keyword arguments from the CLI options (``--small`` first, then each option given)."""
     kwargs: dict[str, Any] = dict(lr_log2=SMALL_LR_LOG2, log_every_tokens=2**25) if ns.small else {}
+    if getattr(ns, "long", False):
+        kwargs.update(horizons_log2=LONG_HORIZONS_LOG2, log_every_tokens=LONG_LOG_EVERY_TOKENS)
     if ns.lr_log2 is not None:
         kwargs["lr_log2"] = _number_list(ns.lr_log2, float, "--lr-log2")
     if ns.batch_sizes is not None:
@@ -415,6 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="write the wide history here (.csv or .parquet) plus <stem>.planted.json")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the noise (default 0)")
     parser.add_argument("--small", action="store_true", help="the small sweep shipped as the bundled example")
+    parser.add_argument("--long", action="store_true",
+                        help="horizons 2^28, 2^30, 2^32 and 2^33 tokens (a row every 2^27 tokens), as "
+                             "experiment=norm_transfer asks for")
     parser.add_argument("--lr-log2", metavar="LIST", help="log2 learning rates, comma-separated (e.g. -11,-10,-9)")
     parser.add_argument("--batch-sizes", metavar="LIST", help="batch sizes, comma-separated (default 32,64,128,256)")
     parser.add_argument("--seeds", metavar="LIST", help="seeds, comma-separated (default 0,1)")

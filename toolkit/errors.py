@@ -1,6 +1,9 @@
 """User-facing errors: one line, naming the file, run or column and what was expected."""
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 # the pip extra that brings each optional top-level module
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb", "google": "wandb", "torch": "torch", "tensorboard": "tensorboard",
           "hydra_plugins": "launchers", "joblib": "launchers", "submitit": "launchers",
@@ -17,21 +20,53 @@ class MissingExtraError(UserError, ImportError):
     """An optional dependency group is not installed."""
 
 
-def missing_extra(module: str, what: str = "") -> MissingExtraError:
+def extra_line(extra: str, what: str = "", module: str = "") -> str:
+    """One line naming the pip extra: ``<what> needs the <extra> extra: pip install 'sweepkit[<extra>]'``."""
+    if what:
+        return f"{what} needs the {extra} extra: pip install 'sweepkit[{extra}]'"
+    missing = f" (no module '{module}')" if module else ""
+    return f"the {extra} extra is not installed{missing}: pip install 'sweepkit[{extra}]'"
+
+
+def missing_extra(module: str, what: str = "", extra: str | None = None) -> MissingExtraError:
     """The one-line error for a missing optional module, naming the pip extra that brings it."""
     top = module.split(".")[0]
-    extra = EXTRAS.get(top, "all")
-    prefix = f"{what}: " if what else ""
-    return MissingExtraError(f"{prefix}'{top}' is not installed: pip install 'sweepkit[{extra}]' (or pip install -e '.[{extra}]')")
+    return MissingExtraError(extra_line(extra or EXTRAS.get(top, "all"), what, top))
 
 
-def require_extra(module: str, extra: str):
-    """Import ``module`` or raise a one-line error naming the pip extra to install."""
+def require_extra(module: str, extra: str, what: str = "") -> Any:
+    """Import ``module`` or raise a one-line error naming the pip extra to install (``what`` needs it).
+
+    Any module missing on the way counts (a dependency of the extra's package too, e.g. wandb's protobuf).
+    """
     import importlib
 
     try:
         return importlib.import_module(module)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingExtraError(
-            f"'{module}' is not installed: pip install 'sweepkit[{extra}]' (or pip install -e '.[{extra}]')"
-        ) from exc
+    except ImportError as exc:
+        raise missing_extra(getattr(exc, "name", None) or module, what, extra) from None
+
+
+def missing_extra_from(exc: BaseException, what: str = "") -> MissingExtraError | None:
+    """The one-line MissingExtraError for an ImportError of an optional module (in ``exc`` or its causes), else None.
+
+    For the places that catch everything (the pipeline's guards, the command line): a ``ModuleNotFoundError`` of a
+    module an extra brings is bad setup, not a bug.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MissingExtraError):
+            return seen
+        if isinstance(seen, ModuleNotFoundError) and seen.name and seen.name.split(".")[0] in EXTRAS:
+            return missing_extra(seen.name, what)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class ConsoleOnce(logging.Filter):
+    """For the console handler: drops records logged with ``extra={"console": False}`` (the run's ``error:`` line
+    repeats them; they stay in run.log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a record marked ``console=False``."""
+        return getattr(record, "console", True) is not False

@@ -19,6 +19,7 @@ torch is imported lazily (``pip install 'sweepkit[torch]'``).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -195,8 +196,9 @@ def train(cfg: ToyConfig) -> Iterator[tuple[int, float, dict[int, Any]]]:
         yield step, float(loss.detach()), dict(opt.scaling_factors)
 
 
-def run_variant(cfg: ToyConfig, trackers: Sequence[Any]) -> dict[str, Any]:
-    """Train one variant and log its loss and scaling factors through the given trackers (one run each)."""
+def run_variant(cfg: ToyConfig, trackers: Sequence[Any], bar: Any = None) -> dict[str, Any]:
+    """Train one variant and log its loss and scaling factors through the given trackers (one run each);
+    ``bar`` (a progress bar) advances by one per step."""
     from toolkit.logging import open_logger
 
     name = RUN_NAMES[cfg.variant]
@@ -210,18 +212,27 @@ def run_variant(cfg: ToyConfig, trackers: Sequence[Any]) -> dict[str, Any]:
             last_loss = loss
             if step % cfg.log_every == 0 or step == cfg.steps:
                 log_scaling_factors(logger, step, factors, sampler, extra={"train/loss": loss})
+            if bar is not None:
+                bar.update(1)
         status = "finished"
     finally:
         logger.finish(status)
     return {"name": name, "final_loss": last_loss, "n_matrices": len(sampler.indices)}
 
 
-def run_toy(trackers: Sequence[Any], variants: Sequence[str] = ("lowrank", "fullrank"), **settings: Any) -> list[dict[str, Any]]:
-    """Both variants through the given tracker objects (or (name, settings) pairs, see ``tracker_settings``)."""
+def run_toy(trackers: Sequence[Any], variants: Sequence[str] = ("lowrank", "fullrank"), progress: bool = True,
+            **settings: Any) -> list[dict[str, Any]]:
+    """Both variants through the given tracker objects (or (name, settings) pairs, see ``tracker_settings``), quietly:
+    one progress bar over every step (on a terminal), none of the trackers' own banners."""
+    from toolkit.demo import quiet_trackers
+    from toolkit.progress import progress_bar
     from toolkit.trackers import make_tracker
 
+    quiet_trackers()
     built = [make_tracker(*t) if isinstance(t, tuple) else t for t in trackers]
-    return [run_variant(ToyConfig(variant=v, **settings), built) for v in variants]
+    configs = [ToyConfig(variant=v, **settings) for v in variants]
+    with progress_bar(sum(c.steps for c in configs), "training the toy runs", enabled=progress, unit="step") as bar:
+        return [run_variant(cfg, built, bar) for cfg in configs]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,14 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--d-model", type=int, default=ToyConfig.d_model)
     ap.add_argument("--seed", type=int, default=ToyConfig.seed)
     ap.add_argument("--experiment", default="fira-toy", help="MLflow experiment / W&B project")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
         started = time.perf_counter()
         Path(args.out).mkdir(parents=True, exist_ok=True)
         results = run_toy(tracker_settings(args.out, args.tracker, args.experiment), steps=args.steps, rank=args.rank,
-                          n_samples=args.samples, d_model=args.d_model, seed=args.seed)
+                          n_samples=args.samples, d_model=args.d_model, seed=args.seed, progress=not args.no_progress)
     except UserError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     for r in results:
         print(f"{r['name']}: final loss {r['final_loss']:.3f}, {r['n_matrices']} matrices")
