@@ -95,3 +95,33 @@ def test_ci_methods():
     _, wide = bootstrap_ci(1.2, samples, "percentile", inflation=2.0)
     assert wide == pytest.approx([1.2 + 2 * (pct[0] - 1.2), 1.2 + 2 * (pct[1] - 1.2)])
     assert np.isnan(bootstrap_ci(1.0, np.array([np.nan, 1.0]))[0])
+
+
+def test_figures_name_the_bs_column_by_its_role(planted, tmp_path):
+    """Under experiment=misfitting_lr the bs column holds model size N: no figure may call it a batch size."""
+    table, truth = planted
+    params = {"minima": {"horizons": truth["horizons"][:3], "plots": False, "bootstrap": {"n": 0},
+                         "bs_label": "model size N"},
+              "bootstrap": {"n": 0}, "norm_band": {"enabled": False}}
+    out = AnalysisOutput(tmp_path, "regressions", progress=False)
+    import matplotlib.pyplot as plt
+
+    made = []
+    real_figure = out.figure
+
+    def keep(name, fig, caption=None):
+        made.append((name, fig))
+        return real_figure(name, fig, caption=caption)
+
+    out.figure = keep
+    regressions.run(table, params, out)
+    texts = {}
+    for name, fig in made:
+        if hasattr(fig, "axes") and isinstance(fig, plt.Figure):
+            texts[name] = " ".join(t.get_text() for ax in fig.axes for t in [ax.xaxis.label, ax.yaxis.label]
+                                   + (ax.get_legend().get_texts() if ax.get_legend() else []))
+        else:
+            texts[name] = fig.to_json()
+    out.discard()
+    assert "model size N" in texts["lr_bs_fit"] and "batch size" not in texts["lr_bs_fit"]
+    assert "model size N" in texts["lr_star_vs_horizon"] and '"bs ' not in texts["lr_star_vs_horizon"]

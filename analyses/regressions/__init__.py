@@ -24,7 +24,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from analyses.minima import Minima, MinimaSettings, compute_minima, format_horizon, parse_horizon
+from analyses.minima import Minima, MinimaSettings, bs_label, compute_minima, format_horizon, parse_horizon
 from analyses.regressions import norm_transfer
 from analyses.regressions.bootstrap import (
     bootstrap_ci,
@@ -270,6 +270,7 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | RegressionsSettings | N
     s = as_settings(RegressionsSettings, params, who=NAME)
     progress = bool(getattr(out, "progress", True))
     minima_settings = s.minima_settings
+    role = bs_label(table, minima_settings)  # what the bs column holds, for the figures' labels
     require_columns(table, Minima().required_columns(minima_settings), NAME)
     minima_settings, missing = available_horizons(table, minima_settings)
     if missing:
@@ -368,7 +369,7 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | RegressionsSettings | N
                      f"extrapolated; extend the bs grid there")
         out.table("joint_optimum", joint)
         if len(good):
-            out.figure("joint_optimum", plots.plot_joint_optimum(joint, scaling),
+            out.figure("joint_optimum", plots.plot_joint_optimum(joint, scaling, role),
                        caption="B* and eta* (optimum over lr and bs) against the horizon, with bootstrap CIs and the log2-log2 fits")
 
     band = s.norm_band
@@ -435,9 +436,9 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | RegressionsSettings | N
     out.table("single_factor_laws", laws)
     out.table("minima_used", minima)
     clipped = int((~plots.ci_contains_estimate(minima)).sum())
-    out.figure("lr_bs_fit", plots.plot_lr_bs_fit(minima, main, intercepts), caption="log2 lr* against log2 bs per horizon with the fitted law (error bars: the minima's CIs"
+    out.figure("lr_bs_fit", plots.plot_lr_bs_fit(minima, main, intercepts, role), caption="log2 lr* against log2 bs per horizon with the fitted law (error bars: the minima's CIs"
                + (f"; {clipped} CI(s) not containing their lr* are not drawn)" if clipped else ")"))
-    out.figure("lr_star_vs_horizon", plots.plotly_lr_star_vs_horizon(minima, main),
+    out.figure("lr_star_vs_horizon", plots.plotly_lr_star_vs_horizon(minima, main, role),
                caption="interactive: lr* against horizon per bs with the fitted law; hover for the CI, loss and method")
     summary["single_factor_laws"] = laws.to_dict(orient="records")
     summary["settings"] = s.to_dict()

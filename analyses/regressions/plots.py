@@ -25,7 +25,13 @@ def ci_contains_estimate(minima: pd.DataFrame) -> np.ndarray:
         return np.isfinite(lo) & np.isfinite(hi) & (lo <= lr) & (lr <= hi)
 
 
-def plot_lr_bs_fit(minima: pd.DataFrame, fit: LinearFit, intercepts: pd.DataFrame | None = None):
+def short_label(bs_label: str) -> str:
+    """The legend word for the ``bs`` column: ``bs`` for a batch size, else its role (e.g. ``model size N``)."""
+    return "bs" if bs_label == "batch size" else bs_label
+
+
+def plot_lr_bs_fit(minima: pd.DataFrame, fit: LinearFit, intercepts: pd.DataFrame | None = None,
+                   bs_label: str = "batch size"):
     """log2 lr* vs log2 bs with one fitted line per horizon (common slope alpha), intercepts with delta-method SEs.
 
     Error bars are drawn only where the minimum's CI contains its lr* (a CI of the vertex around a grid lr picked by
@@ -55,7 +61,7 @@ def plot_lr_bs_fit(minima: pd.DataFrame, fit: LinearFit, intercepts: pd.DataFram
         xs = np.linspace(x.min() - 0.25, x.max() + 0.25, 20)
         ax.plot(xs, fit.params["alpha"] * xs + fit.params["beta"] * np.log2(h) + fit.params["gamma"], "-", color=color, alpha=0.8)
     ax.set_title(f"log2 lr* = {fit.params['alpha']:.3f} log2 bs + {fit.params['beta']:.3f} log2 h + {fit.params['gamma']:.2f}  (R² {fit.r2:.3f})", fontsize=9)
-    ax.set_xlabel("batch size (log2, sequences)")
+    ax.set_xlabel(f"{bs_label} (log2)" + (", sequences" if bs_label == "batch size" else ""))
     ax.set_ylabel("optimal learning rate (log2)")
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
@@ -180,12 +186,13 @@ def plotly_lr_triples(triples: pd.DataFrame):
     return fig
 
 
-def plot_joint_optimum(joint: pd.DataFrame, scaling: dict):
+def plot_joint_optimum(joint: pd.DataFrame, scaling: dict, bs_label: str = "batch size"):
     """log2 B* and log2 eta* against log2 horizon (bootstrap CIs where present) with their fitted lines."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     good = joint[joint["status"] == "ok"]
     x = good["log2_horizon"].to_numpy(float)
-    for ax, col, name, label in ((axes[0], "log2_bs_star", "bs_star", "B* (log2, sequences)"),
+    best = "B* (log2, sequences)" if bs_label == "batch size" else f"optimal {bs_label} (log2)"
+    for ax, col, name, label in ((axes[0], "log2_bs_star", "bs_star", best),
                                  (axes[1], "log2_lr_star", "lr_star", "eta* (log2)")):
         y = good[col].to_numpy(float)
         if {f"{col}_ci_low", f"{col}_ci_high"} <= set(good.columns):
@@ -197,7 +204,7 @@ def plot_joint_optimum(joint: pd.DataFrame, scaling: dict):
             ax.plot(x, y, "o")
         edge = good["on_edge"].to_numpy(bool)
         if edge.any():
-            ax.plot(x[edge], y[edge], "x", color="tab:red", markersize=10, label="on the bs grid's edge")
+            ax.plot(x[edge], y[edge], "x", color="tab:red", markersize=10, label=f"on the {short_label(bs_label)} grid's edge")
         law = scaling.get(name, {})
         if "slope" in law and len(x):
             xs = np.linspace(x.min(), x.max(), 20)
@@ -245,7 +252,7 @@ def plot_minima_at_horizon_across_models(minima: pd.DataFrame, horizon: float, m
     return fig
 
 
-def plotly_lr_star_vs_horizon(minima: pd.DataFrame, fit: LinearFit):
+def plotly_lr_star_vs_horizon(minima: pd.DataFrame, fit: LinearFit, bs_label: str = "batch size"):
     """Interactive lr* against horizon, one trace per bs with the fitted law as a line; hover shows CI, loss and method."""
     import plotly.graph_objects as go
 
@@ -261,15 +268,16 @@ def plotly_lr_star_vs_horizon(minima: pd.DataFrame, fit: LinearFit):
             hi = np.where(ok, np.log2(g["lr_ci_high"].to_numpy(float)), np.nan) if ok.any() else np.full(len(g), np.nan)
         color = palette[i % len(palette)]
         custom = np.column_stack([g["lr"].to_numpy(float), lo, hi, g["loss"].to_numpy(float), g["method"].astype(str).to_numpy()])
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=f"bs {bs:g}", marker={"color": color, "size": 9},
+        word = short_label(bs_label)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=f"{word} {bs:g}", marker={"color": color, "size": 9},
                                  error_y={"type": "data", "symmetric": False, "array": np.nan_to_num(hi - y),
                                           "arrayminus": np.nan_to_num(y - lo)},
                                  customdata=custom,
                                  hovertemplate="lr*=%{customdata[0]:.4g}<br>log2 CI [%{customdata[1]:.3f}, %{customdata[2]:.3f}]"
-                                               "<br>loss %{customdata[3]:.4f}<br>method %{customdata[4]}<extra>bs " + f"{bs:g}</extra>"))
+                                               "<br>loss %{customdata[3]:.4f}<br>method %{customdata[4]}<extra>" + f"{word} {bs:g}</extra>"))
         xs = np.linspace(x.min(), x.max(), 20)
         fig.add_trace(go.Scatter(x=xs, y=fit.params["alpha"] * np.log2(bs) + fit.params["beta"] * xs + fit.params["gamma"],
-                                 mode="lines", line={"color": color, "dash": "dash"}, name=f"law, bs {bs:g}", hoverinfo="skip"))
+                                 mode="lines", line={"color": color, "dash": "dash"}, name=f"law, {word} {bs:g}", hoverinfo="skip"))
     fig.update_layout(title=f"lr* vs horizon: log2 lr* = {fit.params['alpha']:.3f} log2 bs + {fit.params['beta']:.3f} log2 h "
                             f"+ {fit.params['gamma']:.2f}", xaxis_title="tokens (log2)", yaxis_title="lr* (log2)")
     return fig
