@@ -291,6 +291,7 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
     for H in targets_h:
         lH = math.log2(H)
         snapped: list[str] = []
+        clipped: list[str] = []  # batch sizes whose averaging window the logged rows cut
         reached = False
         for b, bs in enumerate(bs_values):
             idx = per_bs[b]
@@ -327,12 +328,20 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
                 row["reason"] = (f"strict_avg: window of rows {s.avg_rel_from:+d}..{s.avg_rel_to:+d} around {format_horizon(2.0 ** centre)} "
                                  f"not covered; bs {bs:g} logs {format_horizon(2.0 ** lh_b[0])}..{format_horizon(2.0 ** lh_b[-1])}")
                 continue
+            if apply and not covered:  # a one-sided window dates the point earlier (or later) than the horizon
+                row["reason"] = (f"averaging window cut to rows {lo_i - j:+d}..{hi_i - j:+d} around "
+                                 f"{format_horizon(2.0 ** centre)} (the logged rows end there)")
+                clipped.append(f"{bs:g}")
             inside = idx[lo_i:hi_i + 1]
             edge_key.append(pairs[inside])
             edge_gid.append(np.full(len(inside), row["gid"], dtype=np.int64))
             row["skip_fit"] = skip_all or (int(H), _as_int(bs)) in skip_pairs
         if not reached:
             _unreachable_error(table, work, H, log2_h, tol)
+        if clipped:
+            warn(f"horizon {format_horizon(H)}: the averaging window of rows {s.avg_rel_from:+d}..{s.avg_rel_to:+d} is cut "
+                 f"at the first or last logged row for bs {', '.join(clipped)}, so those points average one side only "
+                 f"(strict_avg=true leaves such cells out)")
         if snapped:
             used = sorted({format_horizon(r["horizon_used"]) for r in rows if r["horizon"] == H and r["snapped"]})
             warn(f"horizon {format_horizon(H)} is not logged exactly for bs {', '.join(snapped)}: "

@@ -320,4 +320,4 @@ def test_cli_long_reaches_2_33_tokens(tmp_path, capsys):
     assert planted["horizons"] == [2**28, 2**30, 2**32, 2**33]
     h = pd.read_csv(out)
     assert int((h["step"] * h["bs"] * planted["seq_len"]).max()) == 2**33
-    assert "wrote 120 runs (7680 rows)" in capsys.readouterr().out
+    assert "wrote 120 runs (30720 rows)" in capsys.readouterr().out

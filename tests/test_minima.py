@@ -153,7 +153,12 @@ def test_avg_rel_must_count_rows():
 
 def test_strict_avg_marks_an_uncovered_window_degenerate(noisy):
     s = {"horizons": [2**20], "avg_rel_from": -1, "avg_rel_to": 1, "weighted": False, "bootstrap": NO_BOOT}
-    loose = mm.find_minima(noisy, s)
+    warnings: list[str] = []
+    loose = mm.find_minima(noisy, s, warnings.append)
+    # the window is cut at the last logged row: said in the rows and once in the warnings, not smoothed over
+    assert loose["reason"].str.contains("averaging window cut to rows -1..+0").all()
+    (cut,) = [w for w in warnings if "averaging window" in w]
+    assert "2^20" in cut and "bs 32, 64" in cut
     x, y, _ = expected_points(noisy, 32, np.log2(63 * TOK), 20)  # clamped to what is logged (2^20 is the last row)
     assert row(loose, 2**20, 32)["log2_lr"] == pytest.approx(polyfit_vertex(x, y), abs=1e-9)
     strict = mm.find_minima(noisy, {**s, "strict_avg": True})
