@@ -91,6 +91,21 @@ class Buggy(Good):
 
 class NeedsColumn(Good):
     REQUIRED_COLUMNS = ("loss", "absent")
+
+
+class CutShort(Good):
+    """A signal arrives while a C extension initialises: the import machinery turns it into an ImportError."""
+
+    def run(self, table, settings, out):
+        import signal
+
+        from toolkit.errors import interrupt
+
+        out.table("half", table)
+        try:
+            interrupt(signal.SIGTERM)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
 '''
 
 
@@ -198,3 +213,16 @@ def test_runset_does_not_change_the_callers_frames():
 def test_user_error_is_raised_by_build_tracker_for_unknown_modules():
     with pytest.raises(UserError, match="adapters.nonexistent"):
         pipeline.build_tracker({"_target_": "adapters.nonexistent.Tracker"})
+
+
+def test_an_exception_raised_around_a_signal_is_the_interruption_not_a_bug(stub_module, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(_cfg({"good": ("Good", {}), "cut": ("CutShort", {})}), out)
+    status = json.loads((out / "status.json").read_text())
+    assert status["analyses"]["cut"]["kind"] == "interrupted" and status["error"]["kind"] == "interrupted"
+    assert status["analyses"]["good"]["status"] == "ok" and (out / "report.html").exists()
+    assert not any(p.name.endswith(".partial") for p in out.iterdir())
+    # the next run starts afresh: a later bug is a bug again
+    status = pipeline.run(_cfg({"buggy": ("Buggy", {})}), tmp_path / "again")
+    assert status["analyses"]["buggy"]["kind"] == "bug"

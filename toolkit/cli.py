@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from toolkit.errors import UserError
+from toolkit.errors import UserError, interrupt
 from toolkit.secrets import protect_console, scrub
 from toolkit.settings import CONF_DIR
 
@@ -99,8 +99,6 @@ def config_error_line(exc: BaseException) -> str:
     return text
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def entry(hydra_main: Callable[[], None], argv: Sequence[str] | None = None) -> int:
@@ -124,7 +122,9 @@ def _entry(hydra_main: Callable[[], None], argv: Sequence[str] | None, user_want
     args = prepare_argv(sys.argv[1:] if argv is None else argv)
     sys.argv[1:] = args
     protect_console(args)  # Hydra prints overrides (values included) on some errors
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt)
     try:
         user_dirs = searchpath_dirs(args)
         _HELP_DIRS[:] = user_dirs

@@ -12,6 +12,25 @@ EXTRAS = {"mlflow": "mlflow", "wandb": "wandb", "google": "wandb", "torch": "tor
           "dvclive": "dvclive"}
 
 
+_INTERRUPTED: list[int] = []  # the signals received (SIGTERM, SIGINT) since the process started
+
+
+def interrupt(signum: int, frame: object = None) -> None:
+    """Signal handler: remember the interruption, then raise KeyboardInterrupt where the code is."""
+    _INTERRUPTED.append(int(signum))
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def forget_interrupts() -> None:
+    """Start a new run with no interruption remembered (a notebook process outlives a Ctrl-C)."""
+    _INTERRUPTED.clear()
+
+
+def interrupted() -> bool:
+    """Whether an interrupting signal arrived (an exception raised around it, e.g. an import cut short, is not a bug)."""
+    return bool(_INTERRUPTED)
+
+
 class UserError(Exception):
     """Bad input from the user; printed as one line without a traceback."""
 

@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from toolkit.columns import require_columns
-from toolkit.errors import UserError
+from toolkit.errors import UserError, forget_interrupts, interrupted
 from toolkit.outputs import AnalysisOutput, claim_run_dir, write_json, write_parquet
 from toolkit.protocol import Analysis, Recipe, Tracker, protocol_problems, read_runset
 from toolkit.report import write_report
@@ -182,6 +182,9 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
             _record(status, name, "input", scrub(_strip(str(exc), name)))
             log.error("%s", _prefixed(name, status["analyses"][name]["message"]), extra={"console": False})
         except Exception as exc:  # a bug: recorded with its traceback in the log, the other analyses still run
+            if interrupted():  # an exception around a signal (an import cut short) is the interruption, not a bug
+                status["analyses"][name] = {"status": "interrupted", "kind": "interrupted", "message": "interrupted"}
+                raise KeyboardInterrupt from exc
             _record(status, name, "bug", scrub(f"{type(exc).__name__}: {exc}"))
             log.error("%s: bug: %s", name, scrub(traceback.format_exc()))
         except BaseException:  # interrupted: nothing half-written stays, the caller records it
@@ -243,6 +246,7 @@ def exit_code(status: Mapping[str, Any]) -> int:
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run the whole configured job into ``run_dir``; return its status (see ``exit_code``)."""
     run_dir = Path(run_dir)
+    forget_interrupts()
     status: dict[str, Any] = {"analyses": {}, "warnings": [], "error": None}
     removed = claim_run_dir(run_dir)  # a run owns its folder: nothing of an earlier run stays beside this one's
     if removed:
@@ -270,6 +274,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     except UserError as exc:
         status["error"] = {"kind": "input", "message": scrub(str(exc))}
     except Exception as exc:
+        if interrupted():
+            status["error"] = {"kind": "interrupted", "message": "interrupted"}
+            finish(run_dir, title, status)
+            raise KeyboardInterrupt from exc
         status["error"] = {"kind": "bug", "message": scrub(f"{type(exc).__name__}: {exc}")}
         log.error("bug: %s", scrub(traceback.format_exc()))
     except BaseException:
