@@ -243,7 +243,7 @@ def test_the_long_demo_sweep_reaches_every_horizon_norm_transfer_asks_for() -> N
     for horizon in wanted:  # a logged step of every run, and so are the rows of the averaging window before it
         for at in (horizon, horizon - every, max(horizon - 2 * every, every)):
             assert set(h.loc[tokens == at, "run_name"]) == set(h["run_name"]), (horizon, at)
-    assert h["run_name"].nunique() == 120 and len(h) == 120 * 64
+    assert h["run_name"].nunique() == 120 and len(h) == 120 * 256
     grid = sweep.planted["lr_log2"]
     for bs in sweep.planted["batch_sizes"]:  # the planted optimum stays inside the lr grid at every horizon
         for horizon in wanted:
