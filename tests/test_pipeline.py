@@ -226,3 +226,33 @@ def test_an_exception_raised_around_a_signal_is_the_interruption_not_a_bug(stub_
     # the next run starts afresh: a later bug is a bug again
     status = pipeline.run(_cfg({"buggy": ("Buggy", {})}), tmp_path / "again")
     assert status["analyses"]["buggy"]["kind"] == "bug"
+
+
+def test_a_signal_during_an_import_is_delivered_once_the_import_is_done(tmp_path):
+    """An exception raised inside a module's initialisation can leave a C extension half made (an ImportError, then
+    a crash at exit): the handler lets the import finish and raises KeyboardInterrupt right after it."""
+    import subprocess
+
+    (tmp_path / "slow_module.py").write_text(textwrap.dedent('''
+        import os, signal, time
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(50):
+            time.sleep(0.01)
+        done = True
+    '''))
+    script = textwrap.dedent('''
+        import signal, sys, time
+        from toolkit.errors import interrupt, interrupted
+        signal.signal(signal.SIGTERM, interrupt)
+        try:
+            import slow_module
+            time.sleep(5)
+            print("not interrupted")
+        except KeyboardInterrupt:
+            print("interrupted after the import:", "slow_module" in sys.modules and sys.modules["slow_module"].done,
+                  interrupted())
+    ''')
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{pipeline.__file__.rsplit('/toolkit/', 1)[0]}"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "interrupted after the import: True True", proc.stdout + proc.stderr[-2000:]

@@ -15,9 +15,30 @@ EXTRAS = {"mlflow": "mlflow", "wandb": "wandb", "google": "wandb", "torch": "tor
 _INTERRUPTED: list[int] = []  # the signals received (SIGTERM, SIGINT) since the process started
 
 
-def interrupt(signum: int, frame: object = None) -> None:
-    """Signal handler: remember the interruption, then raise KeyboardInterrupt where the code is."""
+def _importing(frame: Any) -> bool:
+    """Whether ``frame`` runs inside an import (a module being initialised)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def interrupt(signum: int, frame: Any = None) -> None:
+    """Signal handler: remember the interruption, then raise KeyboardInterrupt where the code is.
+
+    Inside an import the exception would leave a C extension half initialised (an ImportError now, a crash when the
+    interpreter exits), so the signal is delivered again once the import is done.
+    """
     _INTERRUPTED.append(int(signum))
+    if _importing(frame):
+        import os
+        import threading
+
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        again.daemon = True
+        again.start()
+        return
     raise KeyboardInterrupt(f"signal {signum}")
 
 
