@@ -22,16 +22,9 @@ METHODS = ("normal", "percentile", "basic")
 def sweep_table(seed: int):
     """The demo sweep of generator seed ``seed`` as the lr_bs_sweep table, and its planted constants."""
     from toolkit.demo import make_lr_bs_sweep
-    from toolkit.recipes import lr_bs_sweep
-    from toolkit.runset import RunSet
 
     sweep = make_lr_bs_sweep(seed=seed, log_every_tokens=2**25)
-    h = sweep.history
-    first = h.drop_duplicates("run_name")
-    runs = pd.DataFrame({"run_id": first["run_name"].to_numpy(), "name": first["run_name"].to_numpy(), "state": "finished",
-                         "created_at": None, "tags": ""})
-    runset = RunSet(runs, h.rename(columns={"run_name": "run_id"})[["run_id", "step", "train_loss", "output_norm"]])
-    return lr_bs_sweep.build(runset, {"seq_len": sweep.planted["seq_len"]}, lambda _: None), sweep.planted
+    return sweep.lr_bs_table(), sweep.planted
 
 
 def one(args: tuple[int, int]) -> list[dict]:

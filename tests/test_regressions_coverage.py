@@ -8,20 +8,13 @@ import pytest
 from analyses import regressions
 from toolkit.demo import make_lr_bs_sweep
 from toolkit.outputs import AnalysisOutput
-from toolkit.recipes import lr_bs_sweep
-from toolkit.runset import RunSet
 
 HORIZONS = [2**26, 2**28, 2**30]
 
 
 def sweep_table(seed: int) -> tuple[pd.DataFrame, dict]:
     sweep = make_lr_bs_sweep(seed=seed, log_every_tokens=2**25)
-    h = sweep.history
-    first = h.drop_duplicates("run_name")
-    runs = pd.DataFrame({"run_id": first["run_name"].to_numpy(), "name": first["run_name"].to_numpy(), "state": "finished",
-                         "created_at": None, "tags": ""})
-    runset = RunSet(runs, h.rename(columns={"run_name": "run_id"})[["run_id", "step", "train_loss", "output_norm"]])
-    return lr_bs_sweep.build(runset, {"seq_len": sweep.planted["seq_len"]}, lambda _: None), sweep.planted
+    return sweep.lr_bs_table(), sweep.planted
 
 
 def regress(table: pd.DataFrame, tmp_path, n_boot: int) -> dict:

@@ -11,8 +11,6 @@ from analyses.regressions.bootstrap import bootstrap_ci, fit_stream
 from analyses.regressions.joint import joint_optimum_at
 from toolkit.demo import make_lr_bs_sweep
 from toolkit.outputs import AnalysisOutput
-from toolkit.recipes import lr_bs_sweep
-from toolkit.runset import RunSet
 
 BS = (16, 32, 64, 128, 256, 512)
 
@@ -20,12 +18,7 @@ BS = (16, 32, 64, 128, 256, 512)
 @pytest.fixture(scope="module")
 def planted():
     sweep = make_lr_bs_sweep(seed=1, batch_sizes=BS, log_every_tokens=2**25, n_diverged=0)
-    h = sweep.history
-    first = h.drop_duplicates("run_name")
-    runs = pd.DataFrame({"run_id": first["run_name"].to_numpy(), "name": first["run_name"].to_numpy(), "state": "finished",
-                         "created_at": None, "tags": ""})
-    runset = RunSet(runs, h.rename(columns={"run_name": "run_id"})[["run_id", "step", "train_loss", "output_norm"]])
-    return lr_bs_sweep.build(runset, {"seq_len": sweep.planted["seq_len"]}, lambda _: None), sweep.planted
+    return sweep.lr_bs_table(), sweep.planted
 
 
 def run(table, tmp_path, horizons, n_boot=20):

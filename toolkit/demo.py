@@ -86,6 +86,18 @@ class DemoSweep:
         p = self.planted
         return p["A"] * np.log2(horizon) + p["B"] * np.log2(bs) + p["C"]
 
+    def lr_bs_table(self) -> pd.DataFrame:
+        """The sweep as recipe lr_bs_sweep's table (runs named by their run name, the planted seq_len)."""
+        from toolkit.recipes import lr_bs_sweep
+        from toolkit.runset import RunSet
+
+        h = self.history
+        first = h.drop_duplicates("run_name")
+        runs = pd.DataFrame({"run_id": first["run_name"].to_numpy(), "name": first["run_name"].to_numpy(),
+                             "state": "finished", "created_at": None, "tags": ""})
+        runset = RunSet(runs, h.rename(columns={"run_name": "run_id"})[["run_id", "step", "train_loss", "output_norm"]])
+        return lr_bs_sweep.build(runset, {"seq_len": self.planted["seq_len"]}, lambda _: None)
+
     def optimal_lr(self, horizon: Any, bs: Any) -> Any:
         """Planted optimal learning rate at ``horizon`` tokens and batch size ``bs``."""
         return np.exp2(self.optimal_log2_lr(horizon, bs))
