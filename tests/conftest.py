@@ -37,3 +37,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for extra, module in EXTRAS.items():
             if item.get_closest_marker(f"needs_{extra}") and not installed(module):
                 item.add_marker(pytest.mark.skip(reason=f"needs the {extra} extra: pip install -e '.[{extra}]'"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With ``pytest -n``, the tests of one file share a worker: README snippets build on each other, and a file's
+    fixtures (servers, sweeps) start once."""
+    if config.getoption("dist") == "load":
+        from xdist.scheduler import LoadFileScheduling
+
+        return LoadFileScheduling(config, log)
+    return None

@@ -190,7 +190,7 @@ def test_extraction_rules() -> None:
 def test_readme_has_the_commands_it_should() -> None:
     bash = [s.text for s in SNIPPETS if s.kind == "bash"]
     assert bash[0] == "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && python run.py"
-    assert bash[1] == 'pip install -e ".[dev]" && pytest'
+    assert bash[1] == 'pip install -e ".[dev]" && pytest -n auto'
     assert sum(s.kind == "python" for s in SNIPPETS) >= 2
     runnable = [s for s in SNIPPETS if not any(re.search(p, s.text) for p, _ in SKIP_RULES)]
     assert len(runnable) >= 0.75 * len(SNIPPETS), "the skip rules skip too much of the README"
