@@ -72,7 +72,7 @@ from toolkit.cache import HistoryCache, safe_name
 from toolkit.errors import UserError, require_extra
 from toolkit.outputs import atomic_write_text, to_jsonable
 from toolkit.progress import progress_bar
-from toolkit.protocol import TrackerBase, logged_step
+from toolkit.protocol import RunWriterBase, TrackerBase
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, flatten_config
 from toolkit.settings import Settings
 
@@ -149,27 +149,21 @@ class AimTracker(TrackerBase):
     name = "aim"
     settings_type = AimSettings
 
-    def __init__(self, path: str | None = None, experiment: str | None = None, query: str | None = None,
-                 timeout: float = 30.0):
-        if path in (None, ""):
+    def setup(self, settings: AimSettings) -> None:
+        """The repository folder (the one holding .aim/), the experiment, the query and the timeout checked."""
+        if not settings.path:
             raise UserError("tracker.path is not set; expected the folder holding an Aim repository's .aim/ "
                             "(tracker.path=PATH)")
-        root = Path(str(path)).expanduser()
+        root = Path(settings.path).expanduser()
         if root.name == AIM_DIR and (root / "VERSION").is_file():  # the .aim folder itself was given
             root = root.parent
         self.path = root
-        self.experiment = None if experiment in (None, "") else str(experiment)
-        self.query = str(query or "").strip()
-        try:
-            self.timeout = float(timeout)
-        except (TypeError, ValueError):
-            raise UserError(f"tracker.timeout: expected a number of seconds > 0, got {timeout!r}") from None
+        self.experiment = settings.experiment or None
+        self.query = (settings.query or "").strip()
+        self.timeout = settings.timeout
         if not self.timeout > 0:
-            raise UserError(f"tracker.timeout: expected a number of seconds > 0, got {timeout!r}")
-        self.warnings: list[str] = []
+            raise UserError(f"tracker.timeout: expected a number of seconds > 0, got {self.timeout!r}")
         self.stats: Counter = Counter()
-        self._cache_settings: dict[str, Any] = {}
-        self._progress = True
         self._meta: dict[str, _RunMeta] = {}
 
     # ---------------------------------------------------------------- repository, timeouts, locks
@@ -702,8 +696,10 @@ class AimTracker(TrackerBase):
         return writer
 
 
-class AimRunWriter:
+class AimRunWriter(RunWriterBase):
     """Writes one Aim run: config as run["hparams"], metrics with run.track, artifacts, then finish."""
+
+    statuses = STATUS
 
     def __init__(self, run: Any, name: str, root: Path):
         self.run = run
@@ -712,34 +708,23 @@ class AimRunWriter:
         self.root = Path(root)
         self.run.name = name
         self._config: dict[str, Any] = {}
-        self._finished = False
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Merge ``config`` into the run's ``hparams`` (nested, JSON types)."""
         self._config.update(to_jsonable(dict(config)))
         self.run["hparams"] = self._config
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """``run.track(value, name=key, step=step)`` for each metric."""
-        if self._finished:
-            raise UserError(f"run '{self.name}' ({self.run_id}): log_metrics after finish")
-        step_int = logged_step(self.name, step)
-        numbers = {}
-        for key, value in metrics.items():
-            try:
-                numbers[str(key)] = float(value)
-            except (TypeError, ValueError):
-                raise UserError(f"run '{self.name}': metric '{key}' at step {step_int} is not a number: "
-                                f"{value!r}") from None
-        for key, number in numbers.items():
-            self.run.track(number, name=key, step=step_int)
+    def _where(self) -> str:
+        return self.run_id
 
-    def log_artifact(self, path: str | os.PathLike) -> None:
+    def _write_metrics(self, values: dict[str, float], step: int) -> None:
+        """``run.track(value, name=key, step=step)`` for each metric."""
+        for key, number in values.items():
+            self.run.track(number, name=key, step=step)
+
+    def _store_artifact(self, src: Path) -> None:
         """``run.log_artifact`` (a folder: ``run.log_artifacts``) into the run's artifacts URI, by default
         ``<repository>/artifacts`` as a file:// URI (the file is copied before this returns)."""
-        src = Path(path)
-        if not src.exists():
-            raise UserError(f"log_artifact: no file at {src}")
         if self.run.artifacts_uri is None:
             self.run.set_artifacts_uri((self.root.resolve() / "artifacts").as_uri())
         if src.is_dir():
@@ -747,25 +732,13 @@ class AimRunWriter:
         else:
             self.run.log_artifact(str(src), name=src.name, block=True)
 
-    def finish(self, status: str = "finished") -> None:
-        """Report the outcome through Aim's status check-ins and close the run (once)."""
-        if self._finished:
-            return
-        state = STATUS.get(str(status).lower())
-        if state is None:
-            raise UserError(f"finish: status '{status}' is not one of {', '.join(sorted(STATUS))}")
-        if state == "finished":
+    def _close(self, status: str) -> None:
+        """Report the outcome through Aim's status check-ins and close the run."""
+        if status == "finished":
             self.run.report_successful_finish(block=True)
         else:  # a check-in promising progress that never comes: how Aim tells a failed run
             self.run.report_progress(expect_next_in=1, block=True)
         self.run.close()
-        self._finished = True
-
-    def __enter__(self) -> "AimRunWriter":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.finish("failed" if exc_type else "finished")
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -29,9 +29,7 @@ and no report; the status is not kept (the layout has none).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +38,11 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from adapters.lightning_csv import (FolderRunsTracker, RunRecord, config_of, find_run_folders,
-                                    float_columns, last_values, load_yaml_plain, merge_steps, read_delimited,
-                                    regular_file, relative_id, strip_generic, whole_steps)
+from adapters.folder_runs import (FolderRunsTracker, RunRecord, config_of, find_run_folders, float_columns,
+                                  last_values, load_yaml_plain, merge_steps, read_delimited, regular_file,
+                                  relative_id, strip_generic, whole_steps)
 from toolkit.errors import UserError, require_extra
+from toolkit.protocol import RunWriterBase
 from toolkit.runset import coerce_number
 from toolkit.settings import Settings
 
@@ -92,10 +91,6 @@ class DvcLiveTracker(FolderRunsTracker):
     settings_type = DvcLiveSettings
     what = "a DVCLive folder (holding plots/metrics/*.tsv and metrics.json, params.yaml) or a folder above them"
     run_word = "DVCLive folders (plots/metrics/ or metrics.json)"
-
-    def __init__(self, path: str | None = None) -> None:
-        super().__init__(path)
-        self._no_params: list[str] = []
 
     def _folders(self, root: Path) -> list[Path]:
         if root.is_file():
@@ -174,15 +169,10 @@ class DvcLiveTracker(FolderRunsTracker):
     # ----------------------------------------------------------------------------------------- write side
     def start_run(self, name: str, config: Mapping[str, Any] | None = None) -> "DvcLiveRunWriter":
         """Log a run through DVCLive's ``Live`` into ``<path>/<name>/``."""
-        if self.path in (None, ""):
-            raise UserError("tracker.path is not set; writing runs needs a folder (tracker.path=runs/)")
-        root = Path(os.path.expanduser(str(self.path))).absolute()
-        if root.exists() and not root.is_dir():
-            raise UserError(f"tracker.path: {root} is a file; writing runs needs a folder")
-        return DvcLiveRunWriter(root, name, config)
+        return DvcLiveRunWriter(self._write_root("runs/"), name, config)
 
 
-class DvcLiveRunWriter:
+class DvcLiveRunWriter(RunWriterBase):
     """One run written by DVCLive's own ``Live`` (no dvc.yaml, no git experiment, no report, no `dvc init`)."""
 
     def __init__(self, root: Path, name: str, config: Mapping[str, Any] | None = None) -> None:
@@ -200,7 +190,6 @@ class DvcLiveRunWriter:
             self.live = dvclive.live.Live(dir=str(self.dir), save_dvc_exp=False, dvcyaml=False, report=None)
         finally:
             dvclive.live.get_dvc_repo = found
-        self._finished = False
         if config:
             self.log_config(config)
 
@@ -210,31 +199,17 @@ class DvcLiveRunWriter:
 
         self.live.log_params(to_jsonable(dict(config)))
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    @property
+    def artifact_dir(self) -> Path:
+        return self.dir / "artifacts"  # not a DVC cache
+
+    def _write_metrics(self, values: dict[str, float], step: int) -> None:
         """``log_metric`` of each value at ``step`` (one row per metric file)."""
-        if self._finished:
-            raise UserError(f"run '{self.name}' ({self.dir}): log_metrics after finish")
-        self.live.step = int(step)
-        for key, value in metrics.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise UserError(f"run '{self.name}': metric '{key}' at step {step} is not a number: {value!r}") from None
-            self.live.log_metric(str(key), number)  # nan/inf: written as text by DVCLive
+        self.live.step = step
+        for key, number in values.items():
+            self.live.log_metric(key, number)  # nan/inf: written as text by DVCLive
 
-    def log_artifact(self, path: str | os.PathLike) -> None:
-        """Copy a file (or folder) into ``<run>/artifacts/`` (not into a DVC cache)."""
-        src = Path(path)
-        if not src.exists():
-            raise UserError(f"log_artifact: no file at {src}")
-        dest = self.dir / "artifacts"
-        dest.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / src.name)
-
-    def finish(self, status: str = "finished") -> None:
+    def _close(self, status: str) -> None:
         """``Live.end``: metrics.json written."""
-        if self._finished:
-            return
-        self._finished = True
         self.live.end()
 

@@ -36,9 +36,7 @@ Write side: ``start_run`` writes ``<path>/<name>/trainer_state.json`` (TrainerSt
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +45,11 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from adapters.lightning_csv import (FolderRunsTracker, RunRecord, find_run_folders, float_columns, last_values,
-                                    merge_steps, regular_file, relative_id)
+from adapters.folder_runs import (FolderRunsTracker, RunRecord, find_run_folders, float_columns, last_values,
+                                  merge_steps, regular_file, relative_id)
 from toolkit.errors import UserError, require_extra
 from toolkit.outputs import atomic_write_text, to_jsonable
-from toolkit.protocol import logged_step
+from toolkit.protocol import RunWriterBase
 from toolkit.secrets import MASK, SECRET_KEY
 from toolkit.runset import flatten_config
 from toolkit.settings import Choice, Settings
@@ -123,16 +121,6 @@ class HfTrainerTracker(FolderRunsTracker):
             "them, or a trainer_state.json file")
     run_word = f"Trainer output folders ({STATE} or checkpoint-<N>/)"
 
-    def __init__(self, path: str | None = None, unpickle_training_args: bool = False, check_checkpoints: bool = True,
-                 train_summary: str = "summary") -> None:
-        super().__init__(path)
-        self.unpickle_training_args = bool(unpickle_training_args)
-        self.check_checkpoints = bool(check_checkpoints)
-        self.train_summary = str(train_summary.value if isinstance(train_summary, TrainSummary) else train_summary)
-        if self.train_summary not in TrainSummary.__members__:
-            raise UserError(f"tracker.train_summary: '{train_summary}' is not one of {', '.join(TrainSummary.__members__)}")
-        self._only_bin: list[Path] = []
-
     # ----------------------------------------------------------------------------------------- finding runs
     def _folders(self, root: Path) -> list[Path]:
         if root.is_file():
@@ -203,7 +191,7 @@ class HfTrainerTracker(FolderRunsTracker):
         state = chosen.state
         history, train_summary = self._history(chosen)
         record.history = history
-        if self.check_checkpoints and older:
+        if self.settings.check_checkpoints and older:
             self._compare_older(chosen, history, older)
         final = chosen.path == folder / STATE and not CHECKPOINT.match(folder.name)
         global_step, max_steps = state.get("global_step"), state.get("max_steps")
@@ -256,7 +244,7 @@ class HfTrainerTracker(FolderRunsTracker):
         frame.insert(0, "step", steps.astype(np.int64))
         frame = float_columns(frame, str(path), self.warnings)
         train_summary: dict[str, float] = {}
-        if self.train_summary == "summary" and TRAIN_SUMMARY_KEY in frame.columns:
+        if self.settings.train_summary == TrainSummary.summary and TRAIN_SUMMARY_KEY in frame.columns:
             is_end = frame[TRAIN_SUMMARY_KEY].notna().to_numpy()
             if is_end.any():
                 ends = frame.loc[is_end].drop(columns=["step"])
@@ -308,7 +296,7 @@ class HfTrainerTracker(FolderRunsTracker):
         if args_json is not None:
             args = self._json_config(args_json)
         elif args_bin is not None:
-            if self.unpickle_training_args:
+            if self.settings.unpickle_training_args:
                 args = self._unpickled_args(args_bin)
             else:
                 self._only_bin.append(args_bin)
@@ -357,12 +345,7 @@ class HfTrainerTracker(FolderRunsTracker):
     # ----------------------------------------------------------------------------------------- write side
     def start_run(self, name: str, config: Mapping[str, Any] | None = None) -> "HfTrainerRunWriter":
         """Write a run as ``<path>/<name>/`` (trainer_state.json at finish, training_args.json)."""
-        if self.path in (None, ""):
-            raise UserError("tracker.path is not set; writing runs needs a folder (tracker.path=outputs/)")
-        root = Path(os.path.expanduser(str(self.path))).absolute()
-        if root.exists() and not root.is_dir():
-            raise UserError(f"tracker.path: {root} is a file; writing runs needs a folder")
-        return HfTrainerRunWriter(root, name, config)
+        return HfTrainerRunWriter(self._write_root("outputs/"), name, config)
 
 
 def _masked(config: Any) -> Any:
@@ -381,8 +364,10 @@ def state_json(log_history: list[dict[str, Any]], **fields: Any) -> str:
     return json.dumps(state, indent=2, sort_keys=True) + "\n"
 
 
-class HfTrainerRunWriter:
+class HfTrainerRunWriter(RunWriterBase):
     """One run written as a Trainer output folder: ``trainer_state.json`` (at finish) and ``training_args.json``."""
+
+    _step_reserved = "in log_history"
 
     def __init__(self, root: Path, name: str, config: Mapping[str, Any] | None = None) -> None:
         self.name = str(name)
@@ -393,7 +378,6 @@ class HfTrainerRunWriter:
         self._config: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
         self._step = 0
-        self._finished = False
         if config:
             self.log_config(config)
 
@@ -402,33 +386,11 @@ class HfTrainerRunWriter:
         self._config.update(to_jsonable(dict(config)))
         atomic_write_text(self.dir / ARGS_JSON, json.dumps(self._config, indent=2, sort_keys=True) + "\n")
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def _write_metrics(self, values: dict[str, float], step: int) -> None:
         """One log_history entry ``{**metrics, "step": step}`` (as ``Trainer.log`` appends)."""
-        if self._finished:
-            raise UserError(f"run '{self.name}' ({self.dir}): log_metrics after finish")
-        step_int = logged_step(self.name, step)
-        entry: dict[str, Any] = {}
-        for key, value in metrics.items():
-            if str(key) == "step":
-                raise UserError(f"run '{self.name}': metric key 'step' is reserved in log_history")
-            try:
-                entry[str(key)] = float(value)
-            except (TypeError, ValueError):
-                raise UserError(f"run '{self.name}': metric '{key}' at step {step_int} is not a number: {value!r}") from None
-        entry["step"] = step_int
-        self._history.append(entry)
-        self._step = max(self._step, step_int)
+        self._history.append({**values, "step": step})
+        self._step = max(self._step, step)
 
-    def log_artifact(self, path: str | os.PathLike) -> None:
-        """Copy a file (or folder) into the output folder."""
-        src = Path(path)
-        if not src.exists():
-            raise UserError(f"log_artifact: no file at {src}")
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, self.dir / src.name)
-
-    def finish(self, status: str = "finished") -> None:
+    def _close(self, status: str) -> None:
         """Write trainer_state.json (``global_step`` = ``max_steps`` = the last step; the status is not kept)."""
-        if self._finished:
-            return
-        self._finished = True
         atomic_write_text(self.dir / STATE, state_json(self._history, global_step=self._step, max_steps=self._step))

@@ -63,8 +63,8 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError
-from toolkit.outputs import atomic_write_text, copy_artifact, to_jsonable
-from toolkit.protocol import TrackerBase, logged_step
+from toolkit.outputs import atomic_write_text, to_jsonable
+from toolkit.protocol import RunWriterBase, TrackerBase
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
 from toolkit.settings import Choice, Settings
 
@@ -783,16 +783,12 @@ class LocalTracker(TrackerBase):
     name = "local"
     settings_type = LocalSettings
 
-    def __init__(self, path: str | os.PathLike | None = None,
-                 run_columns: Sequence[str] = ("run_name", "run_id", "name", "Name"),
-                 step_columns: Sequence[str] = ("step", "_step", "Step"), on_conflict: str = "error"):
-        self.path = bundled_example() if path in (None, "") else Path(os.path.expanduser(str(path))).absolute()
-        self.run_columns = tuple(str(c) for c in run_columns)
-        self.step_columns = tuple(str(c) for c in step_columns)
-        self.on_conflict = str(on_conflict.value if isinstance(on_conflict, OnConflict) else on_conflict)
-        if self.on_conflict not in OnConflict.__members__:
-            raise UserError(f"tracker.on_conflict: '{on_conflict}' is not one of {', '.join(OnConflict.__members__)}")
-        self.warnings: list[str] = []
+    def setup(self, settings: LocalSettings) -> None:
+        """The path to read (the bundled example when unset) and the column names as tuples."""
+        self.path = bundled_example() if not settings.path else Path(os.path.expanduser(settings.path)).absolute()
+        self.run_columns = tuple(settings.run_columns)
+        self.step_columns = tuple(settings.step_columns)
+        self.on_conflict = settings.on_conflict.value
         self._load_warnings: list[str] = []
         self._signature: tuple | None = None
         self._wide: _Wide | None = None
@@ -1015,8 +1011,10 @@ def _tag_list(tags: Sequence[str] | Mapping[str, str] | None) -> list[str]:
     return sorted(str(t) for t in (tags or []))
 
 
-class LocalRunWriter:
+class LocalRunWriter(RunWriterBase):
     """One run written as ``<root>/<run_id>/``: meta.json, config.json, metrics.jsonl, summary.json, artifacts/."""
+
+    _step_reserved = "in the local format; pass the step as the step argument or rename the metric"
 
     def __init__(self, root: str | os.PathLike, name: str, config: Mapping[str, Any] | None = None,
                  tags: Sequence[str] | Mapping[str, str] | None = None):
@@ -1036,7 +1034,6 @@ class LocalRunWriter:
                                      "created_at": _utc_now(), "tags": _tag_list(tags)}
         self._config: dict[str, Any] = {}
         self._summary: dict[str, float] = {}
-        self._finished = False
         self._fh = open(self.dir / METRICS, "a", encoding="utf-8")
         atomic_write_text(self.dir / META, json.dumps(self.meta, indent=2) + "\n")
         if config:
@@ -1047,41 +1044,19 @@ class LocalRunWriter:
         self._config.update(to_jsonable(dict(config)))
         atomic_write_text(self.dir / CONFIG, json.dumps(self._config, indent=2) + "\n")
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    @property
+    def artifact_dir(self) -> Path:
+        return self.dir / ARTIFACTS
+
+    def _write_metrics(self, values: dict[str, float], step: int) -> None:
         """Append one line ``{"step": step, key: value, ...}`` to metrics.jsonl and flush it."""
-        if self._finished:
-            raise UserError(f"run '{self.name}' ({self.dir}): log_metrics after finish")
-        step_int = logged_step(self.name, step)
-        line: dict[str, Any] = {"step": step_int}
-        for key, value in metrics.items():
-            key = str(key)
-            if key == "step":
-                raise UserError(f"run '{self.name}': metric key 'step' is reserved in the local format; "
-                                f"pass the step as the step argument or rename the metric")
-            try:
-                line[key] = float(value)
-            except (TypeError, ValueError):
-                raise UserError(f"run '{self.name}': metric '{key}' at step {step_int} is not a number: {value!r}") from None
-        self._fh.write(json.dumps(line) + "\n")
+        self._fh.write(json.dumps({"step": step, **values}) + "\n")
         self._fh.flush()
-        self._summary.update({k: v for k, v in line.items() if k != "step"})
+        self._summary.update(values)
 
-    def log_artifact(self, path: str | os.PathLike) -> None:
-        """Copy a file (or folder) into the run's artifacts/ folder (via a temporary name, then rename)."""
-        copy_artifact(path, self.dir / ARTIFACTS)
-
-    def finish(self, status: str = "finished") -> None:
-        """Write summary.json and the final state to meta.json (once)."""
-        if self._finished:
-            return
-        self._finished = True
+    def _close(self, status: str) -> None:
+        """Write summary.json and the final state to meta.json."""
         self._fh.close()
         atomic_write_text(self.dir / SUMMARY, json.dumps(self._summary, indent=2) + "\n")
         self.meta.update(state=str(status).lower(), finished_at=_utc_now())
         atomic_write_text(self.dir / META, json.dumps(self.meta, indent=2) + "\n")
-
-    def __enter__(self) -> "LocalRunWriter":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.finish("failed" if exc_type else "finished")

@@ -50,7 +50,7 @@ from adapters.mlflow_rest import BULK_CAP, RestSource, ServerError
 from adapters.mlflow_sql import SqlSource, long_frame, sql_scheme, sqlite_path
 from toolkit.cache import HistoryCache, safe_name
 from toolkit.errors import UserError, require_extra
-from toolkit.protocol import TrackerBase
+from toolkit.protocol import RunWriterBase, TrackerBase
 from toolkit.settings import Choice, Settings
 from toolkit.progress import progress_bar
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 STATE = {"RUNNING": "running", "SCHEDULED": "scheduled", "FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 STATUS = {"finished": "FINISHED", "success": "FINISHED", "failed": "FAILED", "crashed": "FAILED", "killed": "KILLED"}
-FAST_PATHS = ("auto", "sql", "rest", "client")
 PAGE_SIZE = 1000  # runs per search_runs page (tests shrink it to check pagination)
 MAX_PARAM_LENGTH = 6000
 MAX_PARAMS_PER_BATCH = 100
@@ -155,16 +154,12 @@ class MlflowTracker(TrackerBase):
     name = "mlflow"
     settings_type = MlflowSettings
 
-    def __init__(self, uri: str | None = None, experiment: str | None = None, filter_string: str | None = None,
-                 fast_path: str = "auto", max_workers: int = 8, retries: int = 3, backoff: float = 0.5,
-                 timeout: float = 30.0, bulk_cap: int = BULK_CAP, sql_chunk: int = 200, flush_every: int = 100,
-                 artifact_root: str | None = None):
-        self.uri = normalize_uri(uri)
-        self.experiment = None if experiment in (None, "") else str(experiment)
-        self.filter_string = (filter_string or "").strip()
-        fast_path = str(fast_path)
-        if fast_path not in FAST_PATHS:
-            raise UserError(f"tracker.fast_path: '{fast_path}' is not one of {', '.join(FAST_PATHS)}")
+    def setup(self, settings: MlflowSettings) -> None:
+        """The normalised URI, the history source the fast path resolves to, and the clamped counts."""
+        self.uri = normalize_uri(settings.uri)
+        self.experiment = settings.experiment or None
+        self.filter_string = (settings.filter_string or "").strip()
+        fast_path = settings.fast_path.value
         self.scheme = urlparse(self.uri).scheme.lower()
         if fast_path == "auto":
             fast_path = "sql" if sql_scheme(self.uri) else "rest" if self.scheme in ("http", "https") else "client"
@@ -172,19 +167,13 @@ class MlflowTracker(TrackerBase):
             raise UserError(f"tracker.fast_path=sql needs a sqlite:/// or postgresql:// URI, got '{scrub(self.uri)}'")
         elif fast_path == "rest" and self.scheme not in ("http", "https"):
             raise UserError(f"tracker.fast_path=rest needs an http(s):// URI, got '{scrub(self.uri)}'")
-        self.fast_path = str(fast_path)
-        self.max_workers = max(int(max_workers), 1)
-        self.retries = max(int(retries), 0)
-        self.backoff = float(backoff)
-        self.timeout = float(timeout)
-        self.bulk_cap = int(bulk_cap)
-        self.sql_chunk = int(sql_chunk)
-        self.flush_every = max(int(flush_every), 1)
-        self.artifact_root = str(artifact_root) if artifact_root not in (None, "") else None
-        self.warnings: list[str] = []
+        self.fast_path = fast_path
+        self.max_workers = max(settings.max_workers, 1)
+        self.retries = max(settings.retries, 0)
+        self.timeout = settings.timeout
+        self.flush_every = max(settings.flush_every, 1)
+        self.artifact_root = settings.artifact_root or None
         self.stats: Counter = Counter()
-        self._cache_settings: dict[str, Any] = {}
-        self._progress = True
         self._client_obj = None
         self._meta: dict[str, _RunMeta] = {}
 
@@ -215,7 +204,7 @@ class MlflowTracker(TrackerBase):
 
     def _retrying(self, fn: Callable[[], Any]) -> Any:
         """Call ``fn``, retrying transient failures ``retries`` times with doubling backoff."""
-        delay = self.backoff
+        delay = self.settings.backoff
         for attempt in range(self.retries + 1):
             try:
                 return fn()
@@ -382,9 +371,9 @@ class MlflowTracker(TrackerBase):
     # ---------------------------------------------------------------- read side: histories
     def _source(self) -> Any:
         if self.fast_path == "sql":
-            return SqlSource(self.uri, chunk=self.sql_chunk, stats=self.stats, workers=self.max_workers)
+            return SqlSource(self.uri, chunk=self.settings.sql_chunk, stats=self.stats, workers=self.max_workers)
         if self.fast_path == "rest":
-            return RestSource(self.uri, workers=self.max_workers, timeout=self.timeout, cap=self.bulk_cap, stats=self.stats)
+            return RestSource(self.uri, workers=self.max_workers, timeout=self.timeout, cap=self.settings.bulk_cap, stats=self.stats)
         return _ClientSource(self._client, self.max_workers, self.stats)
 
     def _cache(self) -> HistoryCache | None:
@@ -744,17 +733,18 @@ def _param_value(value: Any) -> str:
     return text
 
 
-class MlflowRunWriter:
+class MlflowRunWriter(RunWriterBase):
     """Writes one MLflow run through MlflowClient: params, batched metrics, artifacts, terminal status."""
+
+    statuses = STATUS
 
     def __init__(self, client: Any, run_id: str, flush_every: int = 100):
         self.client = client
-        self.run_id = run_id
+        self.run_id = self.name = run_id  # the writer is given the run's id only
         self.flush_every = max(int(flush_every), 1)
         self._buffer: list = []
         self._steps = 0
         self._last_ts = 0
-        self._finished = False
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Log the flattened config as params (stringified, cut to MLflow's 6000-character limit)."""
@@ -764,19 +754,23 @@ class MlflowRunWriter:
         for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def _where(self) -> str:
+        return "MLflow"
+
+    def _value(self, key: str, value: Any, step: int) -> float:
+        try:
+            return super()._value(key, value, step)
+        except UserError:
+            raise UserError(f"log_metrics: metric '{key}' at step {step} is not a number: {value!r}") from None
+
+    def _write_metrics(self, values: dict[str, float], step: int) -> None:
         """Buffer metrics at a step; flushed every ``flush_every`` steps and at finish."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         stamp = max(now, self._last_ts + 1)  # strictly increasing: a re-logged step keeps the newest value
         self._last_ts = stamp
-        for key, value in metrics.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise UserError(f"log_metrics: metric '{key}' at step {step} is not a number: {value!r}") from None
-            self._buffer.append(Metric(str(key), number, stamp, int(step)))
+        self._buffer.extend(Metric(key, number, stamp, step) for key, number in values.items())
         self._steps += 1
         if self._steps % self.flush_every == 0:
             self.flush()
@@ -787,22 +781,14 @@ class MlflowRunWriter:
         for i in range(0, len(buffer), MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=buffer[i:i + MAX_METRICS_PER_BATCH], synchronous=True)
 
-    def log_artifact(self, path: str) -> None:
+    def _store_artifact(self, src: Path) -> None:
         """Upload a file (or folder) as an artifact of the run."""
-        if not Path(path).exists():
-            raise UserError(f"log_artifact: no file at {path}")
-        if Path(path).is_dir():
-            self.client.log_artifacts(self.run_id, str(path))
+        if src.is_dir():
+            self.client.log_artifacts(self.run_id, str(src))
         else:
-            self.client.log_artifact(self.run_id, str(path))
+            self.client.log_artifact(self.run_id, str(src))
 
-    def finish(self, status: str = "finished") -> None:
-        """Flush and mark the run FINISHED, FAILED or KILLED (once)."""
-        if self._finished:
-            return
-        mlflow_status = STATUS.get(str(status).lower())
-        if mlflow_status is None:
-            raise UserError(f"finish: status '{status}' is not one of {', '.join(sorted(STATUS))}")
+    def _close(self, status: str) -> None:
+        """Flush and mark the run FINISHED, FAILED or KILLED."""
         self.flush()
-        self.client.set_terminated(self.run_id, status=mlflow_status)
-        self._finished = True
+        self.client.set_terminated(self.run_id, status=status)

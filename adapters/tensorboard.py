@@ -71,10 +71,9 @@ import numpy as np
 import pandas as pd
 
 from toolkit.cache import HistoryCache
-from toolkit.outputs import copy_artifact
 from toolkit.errors import UserError, require_extra
 from toolkit.progress import progress_bar
-from toolkit.protocol import TrackerBase, logged_step
+from toolkit.protocol import RunWriterBase, TrackerBase
 from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, flatten_config
 from toolkit.settings import Settings
 
@@ -831,18 +830,15 @@ class TensorBoardTracker(TrackerBase):
     name = "tensorboard"
     settings_type = TensorBoardSettings
 
-    def __init__(self, path: str | None = None, workers: int | None = None,
-                 hparams_file: str | None = "hparams.yaml"):
-        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+    def setup(self, settings: TensorBoardSettings) -> None:
+        """The worker count and the hparams file name checked; the caches of what was parsed."""
+        workers, hparams_file = settings.workers, settings.hparams_file
+        if workers is not None and workers < 1:
             raise UserError(f"tracker.workers: expected an integer >= 1 or null (one per CPU core), got {workers!r}")
-        if hparams_file is not None and (not str(hparams_file).strip() or "/" in str(hparams_file)):
+        if hparams_file is not None and (not hparams_file.strip() or "/" in hparams_file):
             raise UserError(f"tracker.hparams_file: expected a file name (or null), got {hparams_file!r}")
-        self.path = None if path in (None, "") else str(path)
-        self.workers = workers
-        self.hparams_file = None if hparams_file is None else str(hparams_file)
-        self.warnings: list[str] = []
-        self._cache_settings: dict[str, Any] = {}
-        self._progress = True
+        self.path = settings.path or None
+        self.workers, self.hparams_file = workers, hparams_file
         self._folders: dict[str, _Folder] = {}
         self._metas: dict[str, FolderMeta] = {}
         self._reads: dict[str, tuple[str, FolderRead]] = {}  # folder -> (version, what was parsed)
@@ -1249,8 +1245,10 @@ def _hparam_value(value: Any) -> Any:
         return str(value)
 
 
-class TensorBoardRunWriter:
+class TensorBoardRunWriter(RunWriterBase):
     """One run written with PyTorch's SummaryWriter: scalars as double tensors, the config as hparams."""
+
+    statuses = WRITE_STATUS
 
     def __init__(self, folder: str | os.PathLike, name: str, config: Mapping[str, Any] | None = None):
         require_extra("tensorboard", "tensorboard")
@@ -1261,7 +1259,6 @@ class TensorBoardRunWriter:
         self.name = str(name)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(log_dir=str(self.dir), max_queue=1000, flush_secs=30)
-        self._finished = False
         self._end(WRITE_STATUS["running"])
         if config:
             self.log_config(config)
@@ -1299,40 +1296,20 @@ class TensorBoardRunWriter:
                 slot.string_value = str(value)
         self._hparams("session_start_info", info=info)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    @property
+    def artifact_dir(self) -> Path:
+        return self.dir / ARTIFACTS
+
+    def _write_metrics(self, values: dict[str, float], step: int) -> None:
         """Log scalars at a step (double-precision scalar tensors of the scalars plugin)."""
-        if self._finished:
-            raise UserError(f"run '{self.name}' ({self.dir}): log_metrics after finish")
-        step_int = logged_step(self.name, step)
         stamp = time.time()
-        for key, value in metrics.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise UserError(f"run '{self.name}': metric '{key}' at step {step_int} is not a number: "
-                                f"{value!r}") from None
-            self.writer.add_scalar(str(key), number, step_int, walltime=stamp, new_style=True, double_precision=True)
+        for key, number in values.items():
+            self.writer.add_scalar(key, number, step, walltime=stamp, new_style=True, double_precision=True)
 
-    def log_artifact(self, path: str | os.PathLike) -> None:
-        """Copy a file (or folder) into ``<run>/artifacts/`` (via a temporary name, then rename)."""
-        copy_artifact(path, self.dir / ARTIFACTS)
-
-    def finish(self, status: str = "finished") -> None:
-        """Write the session-end status (finished / failed; killed and crashed count as failed) and close (once)."""
-        if self._finished:
-            return
-        code = WRITE_STATUS.get(str(status).lower())
-        if code is None:
-            raise UserError(f"finish: status '{status}' is not one of {', '.join(sorted(WRITE_STATUS))}")
-        self._end(code)
+    def _close(self, status: int) -> None:
+        """Write the session-end status (finished / failed; killed and crashed count as failed) and close."""
+        self._end(status)
         self.writer.close()
-        self._finished = True
-
-    def __enter__(self) -> "TensorBoardRunWriter":
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.finish("failed" if exc_type else "finished")
 
 
 __all__ = ["TensorBoardTracker", "TensorBoardRunWriter", "TensorBoardSettings", "crc32c", "crc32c_many",

@@ -22,7 +22,7 @@ from adapters import wandb_online as online
 from toolkit.cache import HistoryCache
 from toolkit.errors import UserError, require_extra
 from toolkit.progress import progress_bar
-from toolkit.protocol import TrackerBase
+from toolkit.protocol import RunWriterBase, TrackerBase
 from toolkit.runset import RUN_COLUMNS, Selection
 from toolkit.secrets import scrub
 from toolkit.settings import Settings
@@ -58,42 +58,33 @@ class WandbTracker(TrackerBase):
     name = "wandb"
     settings_type = WandbSettings
 
-    def __init__(self, entity: str | None = None, project: str | None = None, path: str | None = None,
-                 filters: Mapping[str, Any] | Selection | None = None, sweep: str | None = None,
-                 timeout: float = 20.0, connect_timeout: float = 3.0, max_workers: int = 8, sample: bool = False,
-                 per_page: int = 100, page_size: int = 10000, retries: int = 5, backoff: float = 1.0,
-                 max_backoff: float = 30.0, offline: bool = False, progress: bool = True,
-                 api_factory: Callable[[], Any] | None = None) -> None:
-        for key, value in (("timeout", timeout), ("connect_timeout", connect_timeout), ("backoff", backoff)):
-            if value is None or float(value) < 0:
-                raise UserError(f"tracker.{key}: expected a number of seconds >= 0, got {value!r}")
-        for key, value in (("max_workers", max_workers), ("per_page", per_page), ("page_size", page_size)):
-            if not isinstance(value, int) or value < 1:
-                raise UserError(f"tracker.{key}: expected an integer >= 1, got {value!r}")
-        if not isinstance(retries, int) or retries < 0:
-            raise UserError(f"tracker.retries: expected an integer >= 0, got {retries!r}")
-        self.entity = entity or os.environ.get("WANDB_ENTITY") or None  # as wandb itself reads them
-        self.project = project or os.environ.get("WANDB_PROJECT") or None
-        self.path = str(path) if path else None
-        self.sweep = str(sweep) if sweep else None
-        self.filters, self.filter_selection = _split_filters(filters)
-        self.timeout = float(timeout)
-        self.connect_timeout = float(connect_timeout)
-        self.max_workers = max_workers
-        self.sample = bool(sample)
-        self.per_page = per_page
-        self.page_size = page_size
-        self.retries = retries
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
-        self.offline = bool(offline)
+    def __init__(self, *args: Any, progress: bool = True, api_factory: Callable[[], Any] | None = None,
+                 **kwargs: Any) -> None:
+        """The settings (``WandbSettings``), the progress switch and, in tests, a stand-in for ``wandb.Api``."""
         self._progress = bool(progress)
         self._api_factory = api_factory
+        super().__init__(*args, **kwargs)
+
+    def setup(self, settings: WandbSettings) -> None:
+        """Ranges checked; entity and project from the environment when unset; filters split."""
+        for key in ("timeout", "connect_timeout", "backoff"):
+            if getattr(settings, key) < 0:
+                raise UserError(f"tracker.{key}: expected a number of seconds >= 0, got {getattr(settings, key)!r}")
+        for key in ("max_workers", "per_page", "page_size"):
+            if getattr(settings, key) < 1:
+                raise UserError(f"tracker.{key}: expected an integer >= 1, got {getattr(settings, key)!r}")
+        if settings.retries < 0:
+            raise UserError(f"tracker.retries: expected an integer >= 0, got {settings.retries!r}")
+        self.entity = settings.entity or os.environ.get("WANDB_ENTITY") or None  # as wandb itself reads them
+        self.project = settings.project or os.environ.get("WANDB_PROJECT") or None
+        self.path = settings.path or None
+        self.sweep = settings.sweep or None
+        self.filters, self.filter_selection = _split_filters(settings.filters)
+        self.timeout, self.retries, self.offline = settings.timeout, settings.retries, settings.offline
+        self.backoff, self.max_backoff = settings.backoff, settings.max_backoff
         self._api: Any = None
-        self._cache_settings: dict[str, Any] = {}
         self._offline_runs: dict[str, offline.OfflineRun] = {}
         self._online_runs: dict[str, Any] = {}
-        self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ settings
     @property
@@ -211,7 +202,7 @@ class WandbTracker(TrackerBase):
                             "(or read offline runs with tracker.path=wandb/)")
         wandb = require_extra("wandb", "wandb", "tracker=wandb")
         if not any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
-            online.probe_host(online.base_url(), self.connect_timeout)  # behind a proxy: only the thread timeout
+            online.probe_host(online.base_url(), self.settings.connect_timeout)  # behind a proxy: only the thread timeout
         self._api = online.construct_api(lambda: wandb.Api(timeout=int(max(1, self.timeout))), self.timeout)
         return self._api
 
@@ -220,7 +211,7 @@ class WandbTracker(TrackerBase):
         api = self.api()
         pushed = online.selection_filters(selection) if selection is not None else {}
         filters = online.merge_filters(self.filters, {"sweep": self.sweep} if self.sweep else None, pushed)
-        kwargs: dict[str, Any] = {"filters": filters or None, "per_page": self.per_page}
+        kwargs: dict[str, Any] = {"filters": filters or None, "per_page": self.settings.per_page}
         if _accepts(api.runs, "lazy"):
             kwargs["lazy"] = False  # config and summary come with each page, not one request per run
         try:
@@ -270,11 +261,11 @@ class WandbTracker(TrackerBase):
                 self._online_runs[run_id] = online.with_retries(lambda r=run_id: api.run(f"{self.run_path}/{r}"),
                                                                 f"fetching run {run_id}", self.retries, self.backoff,
                                                                 self.max_backoff)
-        if self.sample:
+        if self.settings.sample:
             self._warn("tracker.sample=true: histories are W&B's 500-row samples, not the full logs")
         cache = self._cache()
         frames: dict[str, pd.DataFrame] = {}
-        workers = max(1, min(self.max_workers, len(run_ids)))
+        workers = max(1, min(self.settings.max_workers, len(run_ids)))
         with progress_bar(len(run_ids), "fetching W&B histories", self._progress) as bar, \
                 ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wandb-history") as pool:
             futures = {pool.submit(self._fetch_run, self._online_runs[r], keys, cache): r for r in run_ids}
@@ -289,7 +280,7 @@ class WandbTracker(TrackerBase):
         return out
 
     def _cache(self) -> Any:
-        if not self._cache_settings or self.sample:
+        if not self._cache_settings or self.settings.sample:
             return None
         try:
             return HistoryCache.from_settings(self._cache_settings, self.name, self.run_path)
@@ -303,7 +294,7 @@ class WandbTracker(TrackerBase):
         """One run's full history for the keys (from the cache when the run has not changed)."""
         run_keys = keys or online.history_keys(run)
         rid = str(run.id)
-        if self.sample:
+        if self.settings.sample:
             return online.with_retries(lambda: online.sampled_history(run, run_keys), f"history of run {rid}",
                                        self.retries, self.backoff, self.max_backoff)
         version = online.run_version(run)
@@ -313,7 +304,7 @@ class WandbTracker(TrackerBase):
         min_step = None
         if cached is not None and cached.last_step is not None and getattr(run, "state", "") == "running":
             min_step = cached.last_step + 1
-        series = [online.with_retries(lambda k=key: online.scan_key(run, k, self.page_size, min_step),
+        series = [online.with_retries(lambda k=key: online.scan_key(run, k, self.settings.page_size, min_step),
                                       f"history of run {rid} key '{key}'", self.retries, self.backoff,
                                       self.max_backoff) for key in run_keys]
         frame = online.join_on_step(series, run_keys)
@@ -348,20 +339,27 @@ class WandbTracker(TrackerBase):
         return WandbRunWriter(run)
 
 
-class WandbRunWriter:
+class WandbRunWriter(RunWriterBase):
     """One W&B run being written (config, metrics at steps, artifacts, finish)."""
 
     def __init__(self, run: Any) -> None:
         self.run = run
         self.run_id = str(getattr(run, "id", ""))
+        self.name = str(getattr(run, "name", None) or self.run_id)
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Add to (or change) the run's config."""
         self.run.config.update(dict(config), allow_val_change=True)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def _where(self) -> str:
+        return self.run_id
+
+    def _value(self, key: str, value: Any, step: int) -> Any:
+        return value  # as given: W&B takes its own media and histogram types too
+
+    def _write_metrics(self, values: dict[str, Any], step: int) -> None:
         """Log metrics at a step (steps must not decrease, as W&B requires)."""
-        self.run.log(dict(metrics), step=int(step))
+        self.run.log(values, step=step)
 
     def log_artifact(self, path: str) -> None:
         """Save a file with the run (wandb.save semantics: kept in the run's files)."""
@@ -370,7 +368,7 @@ class WandbRunWriter:
             raise UserError(f"log_artifact: '{path}' does not exist")
         self.run.save(str(file.resolve()), base_path=str(file.resolve().parent), policy="now")
 
-    def finish(self, status: str = "finished") -> None:
+    def _close(self, status: str) -> None:
         """Finish the run: exit code 0 for finished/success, 1 otherwise."""
         ok = str(status).lower() in ("finished", "success", "succeeded", "ok", "completed")
         self.run.finish(exit_code=0 if ok else 1)

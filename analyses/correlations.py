@@ -26,6 +26,7 @@ from typing import Any, List, Optional
 import numpy as np
 import pandas as pd
 
+from analyses.correlations_report import render_correlations
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
 from toolkit.progress import progress_bar
@@ -692,6 +693,7 @@ class Correlations(AnalysisBase):
     name = NAME
     settings_type = CorrelationsSettings
     REQUIRED_COLUMNS = REQUIRED_COLUMNS
+    report_tables = staticmethod(render_correlations)
 
     def run(self, table: pd.DataFrame, settings: CorrelationsSettings, out: Any) -> dict[str, Any]:
         """See the module-level ``run``."""

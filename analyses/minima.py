@@ -40,6 +40,7 @@ from typing import Any, List, Optional
 import numpy as np
 import pandas as pd
 
+from analyses.minima_report import render_minima
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
 from toolkit.progress import progress_bar
@@ -1072,6 +1073,7 @@ class Minima(AnalysisBase):
     name = NAME
     settings_type = MinimaSettings
     REQUIRED_COLUMNS = REQUIRED_COLUMNS
+    report_tables = staticmethod(render_minima)
 
     def required_columns(self, settings: MinimaSettings) -> tuple[str, ...]:
         """lr, bs, horizon, train_loss, the ``by`` columns, and output_norm when the parabola is in it."""

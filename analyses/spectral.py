@@ -39,6 +39,7 @@ from typing import Any, List, Optional
 import numpy as np
 import pandas as pd
 
+from analyses.spectral_report import render_spectral
 from toolkit.errors import UserError, require_extra
 from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
@@ -489,6 +490,7 @@ class Spectral(AnalysisBase):
 
     name = NAME
     settings_type = SpectralSettings
+    report_tables = staticmethod(render_spectral)
 
     def run(self, table: pd.DataFrame | None, settings: SpectralSettings, out: Any) -> dict[str, Any]:
         """See the module-level ``run``."""

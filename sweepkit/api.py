@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from toolkit.cli import compose_config, config_error_line
 from toolkit.errors import UserError
 from toolkit.outputs import AnalysisOutput
 from toolkit.runset import RunSet, Selection, empty_runset
@@ -45,30 +46,7 @@ def _emit(where: str, messages: Iterable[str], stacklevel: int = 3) -> None:
 
 def compose(overrides: Sequence[str] = (), with_hydra: bool = False) -> Any:
     """The config ``python run.py <overrides>`` composes (the packaged conf/ plus any ``hydra.searchpath`` folder)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from toolkit.cli import config_error_line, prepare_argv, searchpath_dirs
-    from toolkit.settings import register_schemas
-
-    args = prepare_argv(list(overrides))
-    register_schemas(CONF_DIR, *searchpath_dirs(args))
-    instance = GlobalHydra.instance()
-    saved = instance.hydra if instance.is_initialized() else None
-    if saved is not None:
-        instance.clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("config", overrides=args, return_hydra_config=with_hydra)
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(f"config: {config_error_line(exc)}") from None
-    finally:
-        if saved is not None:
-            instance.clear()
-            instance.initialize(saved)
+    return compose_config(overrides, with_hydra=with_hydra)
 
 
 def _names(group: str) -> list[str]:
@@ -436,8 +414,6 @@ def run(overrides: Sequence[str] = (), *, out: str | Path | None = None) -> RunR
     try:
         folder = Path(out) if out is not None else Path(str(cfg.hydra.run.dir))
     except Exception as exc:
-        from toolkit.cli import config_error_line
-
         raise UserError(f"config: hydra.run.dir: {config_error_line(exc)}") from None
     with open_dict(cfg):
         del cfg["hydra"]

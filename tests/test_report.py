@@ -8,10 +8,13 @@ import re
 import pandas as pd
 import pytest
 
+from analyses.minima import Minima
+from analyses.minima_report import render_minima
+from analyses.regressions.report import render_regressions
+from analyses.scaling_laws.report import render_scaling_laws
 from toolkit import provenance
 from toolkit.outputs import write_json
-from toolkit.report import (RENDERERS, analysis_view, flat_scalars, fmt, fmt_ci, render_generic, render_minima,
-                            render_regressions, render_scaling_laws, write_report)
+from toolkit.report import analysis_view, flat_scalars, fmt, fmt_ci, render_generic, renderer_of, write_report
 
 
 def _analysis(run_dir, name, summary, tables=None):
@@ -100,8 +103,8 @@ def test_regressions_from_summary_when_there_is_no_csv(tmp_path):
 def test_unknown_analysis_gets_the_generic_table(tmp_path):
     summary = {"n": 3, "slope": 0.123456789, "slope_ci": [0.1, 0.2], "sub": {"ok": True, "label": "x"},
                "settings": {"hidden": 1}, "warnings": ["w"], "big": list(range(10))}
-    assert "loss_at_end" not in RENDERERS
     folder = _analysis(tmp_path, "loss_at_end", summary)
+    assert renderer_of(folder) is render_generic
     view = analysis_view(folder)
     (table,) = view.tables
     assert [r.cells for r in table.rows] == [["n", "3"], ["slope", "0.1235"], ["slope_ci", "[0.1, 0.2]"],
@@ -111,10 +114,10 @@ def test_unknown_analysis_gets_the_generic_table(tmp_path):
 
 
 def test_a_renderer_that_fails_falls_back_to_the_generic_table(tmp_path, monkeypatch):
-    def broken(summary, adir):
+    def broken(self, summary, adir):
         raise KeyError("new_column")
 
-    monkeypatch.setitem(RENDERERS, "minima", broken)
+    monkeypatch.setattr(Minima, "report_tables", broken)
     folder = _analysis(tmp_path, "minima", {"n_groups": 4})
     view = analysis_view(folder)
     assert view.tables[0].rows[0].cells == ["n_groups", "4"]

@@ -11,6 +11,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from toolkit.errors import UserError, interrupt
 from toolkit.secrets import protect_console, scrub
@@ -99,6 +100,29 @@ def config_error_line(exc: BaseException) -> str:
     return text
 
 
+def compose_config(overrides: Sequence[str] = (), who: str = "config", with_hydra: bool = False) -> Any:
+    """The config ``python run.py <overrides>`` composes (conf/ plus any ``hydra.searchpath`` folder), also inside a
+    running Hydra app (whose state is put back); an error is one line ``<who>: ...``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from toolkit.settings import register_schemas
+
+    args = prepare_argv(overrides)
+    register_schemas(CONF_DIR, *searchpath_dirs(args))
+    saved = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=args, return_hydra_config=with_hydra)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{who}: {config_error_line(exc)}") from None
+    finally:  # initialize_config_dir puts back a copy of the singleton: the app's state goes into that one
+        if saved is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(saved)
 
 
 def entry(hydra_main: Callable[[], None], argv: Sequence[str] | None = None) -> int:

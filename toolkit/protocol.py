@@ -8,14 +8,18 @@ under ``conf/`` and checks it against its protocol.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError
+from toolkit.outputs import copy_artifact
+from toolkit.report import ResultTable, render_generic
 from toolkit.runset import RUN_COLUMNS, RunSet, Selection
 
 
@@ -30,6 +34,83 @@ class RunWriter(Protocol):
     def log_artifact(self, path: str) -> None: ...
 
     def finish(self, status: str = "finished") -> None: ...
+
+
+class RunWriterBase:
+    """A RunWriter's checks (run open, whole step, numbers, artifact present, finish once) around its own writes.
+
+    A writer defines ``log_config``, ``_write_metrics`` and ``_close`` (handed ``statuses[status]`` when it has
+    ``statuses``); a ``_close`` that raises leaves the run open, so ``finish`` may be called again.
+    """
+
+    name: str
+    dir: Path
+    statuses: Mapping[str, Any] | None = None
+    _step_reserved = ""  # where a metric named "step" would clash with the step (that text ends the error)
+    _finished = False
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """Record (merge) the run's config."""
+        raise NotImplementedError
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Write the metrics at a whole step once every value is checked (nothing is written when one is bad)."""
+        if self._finished:
+            raise UserError(f"run '{self.name}' ({self._where()}): log_metrics after finish")
+        step = logged_step(self.name, step)
+        self._write_metrics({str(k): self._value(str(k), v, step) for k, v in metrics.items()}, step)
+
+    def log_artifact(self, path: str | os.PathLike) -> None:
+        """Store a file (or folder) with the run; a one-line error when there is none."""
+        src = Path(path)
+        if not src.exists():
+            raise UserError(f"log_artifact: no file at {src}")
+        self._store_artifact(src)
+
+    def finish(self, status: str = "finished") -> None:
+        """End the run once (later calls do nothing)."""
+        if self._finished:
+            return
+        if self.statuses is not None and str(status).lower() not in self.statuses:
+            raise UserError(f"finish: status '{status}' is not one of {', '.join(sorted(self.statuses))}")
+        self._close(status if self.statuses is None else self.statuses[str(status).lower()])
+        self._finished = True
+
+    def __enter__(self) -> "RunWriterBase":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.finish("failed" if exc_type else "finished")
+
+    @property
+    def artifact_dir(self) -> Path:
+        """The folder artifacts are copied into: the run's folder."""
+        return Path(self.dir)
+
+    def _where(self) -> Any:
+        """Where the run is, as the after-finish error names it: its folder."""
+        return self.dir
+
+    def _value(self, key: str, value: Any, step: int) -> float:
+        """A metric value as a float (nan and inf too), or a one-line error naming the run, key and step."""
+        if key == "step" and self._step_reserved:
+            raise UserError(f"run '{self.name}': metric key 'step' is reserved {self._step_reserved}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"run '{self.name}': metric '{key}' at step {step} is not a number: {value!r}") from None
+
+    def _write_metrics(self, values: dict[str, float], step: int) -> None:
+        """Write checked values at a step."""
+        raise NotImplementedError
+
+    def _store_artifact(self, src: Path) -> None:
+        """Copy ``src`` into ``artifact_dir`` (via a temporary name, then rename)."""
+        copy_artifact(src, self.artifact_dir)
+
+    def _close(self, status: Any) -> None:
+        """End the run with ``status`` (mapped through ``statuses`` when the writer has them)."""
+        raise NotImplementedError
 
 
 def logged_step(run_name: str, step: Any) -> int:
@@ -121,18 +202,38 @@ class Analysis(Protocol):
 
 
 class TrackerBase:
-    """Defaults of a tracker's optional capabilities: cache settings and progress kept, warnings gathered."""
+    """A tracker's constructor (its settings, checked) and the defaults of its optional capabilities: cache
+    settings and progress kept, warnings gathered."""
 
     name = "tracker"
     settings_type: type
+    settings: Any
     warnings: list[str]
     _cache_settings: Any = None
     _progress: bool = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Settings from the fields of ``settings_type`` (positional in declaration order, or keywords), checked."""
+        from toolkit.settings import as_settings
+
+        names = [f.name for f in dataclasses.fields(self.settings_type) if f.name != "_target_"]
+        who = f"{type(self).__name__}()"
+        if len(args) > len(names):
+            raise TypeError(f"{who} takes at most {len(names)} positional arguments but {len(args)} were given")
+        given = dict(zip(names, args))
+        twice = [k for k in kwargs if k in given]
+        if twice:
+            raise TypeError(f"{who} got multiple values for argument '{twice[0]}'")
+        given.update(kwargs)
+        self.settings = as_settings(self.settings_type, given, who="tracker")
+        self.warnings = []
+        self.setup(self.settings)
+
+    def setup(self, settings: Any) -> None:
+        """Derive what the tracker needs from its checked settings (normalised paths, handles, caches)."""
+
     def configure(self, cache: Any, progress: bool) -> None:
         """Keep the cache settings (as a dict: enabled, dir, refresh) and the progress switch for the reads."""
-        import dataclasses
-
         self._cache_settings = dataclasses.asdict(cache) if dataclasses.is_dataclass(cache) else dict(cache or {})
         self._progress = bool(progress)
 
@@ -171,6 +272,10 @@ class AnalysisBase:
     def carried_columns(self, settings: Any) -> Sequence[str]:
         """No extra columns."""
         return ()
+
+    def report_tables(self, summary: Mapping[str, Any], adir: Path) -> list[ResultTable]:
+        """The report's key tables of this analysis' folder ``adir``: the generic table of summary.json's scalars."""
+        return render_generic(summary, adir)
 
 
 def protocol_members(protocol: type) -> list[str]:

@@ -2,10 +2,10 @@
 key numbers (with CIs, problem rows highlighted with their reason), its figures with captions, and links to its
 tables and raw JSON. Rendered with jinja2 templates (``toolkit/templates/``).
 
-Each analysis has one small renderer (``RENDERERS``, keyed by the analysis folder's name) that turns its
-summary.json and CSVs into ``ResultTable``s; an analysis without one gets the generic table of summary.json's
-scalars. Renderers read columns and keys defensively: a missing column or key shows as empty, never raises, and a
-renderer that fails anyway falls back to the generic table with a note.
+Each analysis turns its summary.json and CSVs into ``ResultTable``s itself (``report_tables``, found through the
+``_target_`` its run's saved config or its conf/analysis/<name>.yaml names); an analysis without one gets the generic
+table of summary.json's scalars. Renderers read columns and keys defensively (the helpers below): a missing column or
+key shows as empty, never raises, and a renderer that fails anyway falls back to the generic table with a note.
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 def fmt_ci(low: Any, high: Any) -> str:
     """'[low, high]', or '' when either end is missing."""
-    if _missing(low) or _missing(high):
+    if missing(low) or missing(high):
         return ""
     return f"[{fmt(low)}, {fmt(high)}]"
 
@@ -141,7 +141,8 @@ def fmt_horizon(value: Any) -> str:
     return f"2^{int(round(k))}" if abs(k - round(k)) < 1e-9 else fmt(h)
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
+    """Whether a cell or key is empty (None or NaN)."""
     if value is None:
         return True
     try:
@@ -150,19 +151,21 @@ def _missing(value: Any) -> bool:
         return False
 
 
-def _truthy(value: Any) -> bool:
-    if _missing(value):
+def truthy(value: Any) -> bool:
+    """Whether a cell says yes (True, 1, 'true', 'yes'); empty is no."""
+    if missing(value):
         return False
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
     return bool(value)
 
 
-def _text(value: Any) -> str:
-    return "" if _missing(value) else str(value).strip()
+def text_of(value: Any) -> str:
+    """A cell as stripped text, '' when empty."""
+    return "" if missing(value) else str(value).strip()
 
 
-def _ci(mapping: Mapping[str, Any], key: str) -> tuple[Any, Any]:
+def ci_of(mapping: Mapping[str, Any], key: str) -> tuple[Any, Any]:
     """The CI of ``key`` in a summary dict: ``key_ci: [lo, hi]`` or ``key_ci_low`` / ``key_ci_high``."""
     ci = mapping.get(f"{key}_ci")
     if isinstance(ci, (list, tuple)) and len(ci) == 2:
@@ -181,245 +184,7 @@ def read_csv(adir: Path, name: str) -> pd.DataFrame | None:
         return None
 
 
-def _get(row: Mapping[str, Any], key: str) -> Any:
-    return row.get(key) if key in row else None
-
-
 # ----------------------------------------------------------------------------------------------- renderers
-
-OK_MINIMA_METHODS = ("fit", "fit_closest", "empirical")
-
-
-def minima_problem(row: Mapping[str, Any]) -> str:
-    """Why a minima.csv row is a problem ('' when it is not): its reason, the edge, or a fallback method."""
-    reasons = []
-    reason = _text(_get(row, "reason"))
-    if reason:
-        reasons.append(reason)
-    method = _text(_get(row, "method"))
-    if method and method not in OK_MINIMA_METHODS and method not in reason:
-        reasons.append(f"method {method}")
-    if _truthy(_get(row, "on_edge")) and "edge" not in reason:
-        reasons.append("the minimum is on the edge of the lr grid")
-    if _text(_get(row, "identifiable")).lower() == "false":
-        reasons.append("not identifiable")
-    return "; ".join(reasons)
-
-
-def render_minima(summary: Mapping[str, Any], adir: Path) -> list[ResultTable]:
-    """lr* per (horizon, bs) with its CI and method: a compact horizon x bs table, problem cells highlighted."""
-    frame = read_csv(adir, "minima")
-    if frame is None or not len(frame):
-        return []
-    settings = summary.get("settings") if isinstance(summary.get("settings"), Mapping) else {}
-    by = [c for c in (settings.get("by") or []) if c in frame.columns] if isinstance(settings, Mapping) else []
-    rows = frame.to_dict("records")
-    methods = frame["method"].astype(str).value_counts() if "method" in frame.columns else pd.Series(dtype=int)
-    level = (settings.get("bootstrap") or {}).get("level") if isinstance(settings, Mapping) and isinstance(settings.get("bootstrap"), Mapping) else None
-    ci_name = f"{fmt(100 * float(level))}% CI" if isinstance(level, (int, float)) else "CI"
-    method_note = ", ".join(f"{m}: {n}" for m, n in methods.items())
-    note = f"lr* [{ci_name}] per horizon (rows) and batch size (columns); methods: {method_note}" if method_note else ""
-    keys = [c for c in ("horizon", *by) if c in frame.columns]
-    pivotable = "bs" in frame.columns and bool(keys) and not frame.duplicated(keys + ["bs"]).any()
-    if pivotable:
-        batch_sizes = sorted(frame["bs"].dropna().unique().tolist())
-        cells: dict[tuple, dict[Any, Mapping[str, Any]]] = {}
-        for r in rows:
-            cells.setdefault(tuple(r[k] for k in keys), {})[r["bs"]] = r
-        table = ResultTable("optimal learning rate", [("horizon" if k == "horizon" else k) for k in keys]
-                            + [f"bs {fmt(b)}" for b in batch_sizes], note=note, css="pivot", label_columns=len(keys))
-        for key in sorted(cells, key=lambda t: tuple(str(v) if isinstance(v, str) else v for v in t)):
-            line = [fmt_horizon(v) if k == "horizon" else fmt(v) for k, v in zip(keys, key)]
-            reasons = []
-            for b in batch_sizes:
-                r = cells[key].get(b)
-                if r is None:
-                    line.append("")
-                    continue
-                text = f"{fmt(_get(r, 'lr'))} {fmt_ci(_get(r, 'lr_ci_low'), _get(r, 'lr_ci_high'))}".strip()
-                method = _text(_get(r, "method"))
-                problem = minima_problem(r)
-                if method and method != "fit":
-                    text += f" ({method})"
-                if problem:
-                    reasons.append(f"bs {fmt(b)}: {problem}")
-                    text = "⚠ " + text
-                line.append(text)
-            table.rows.append(Row(line, bool(reasons), "; ".join(reasons)))
-        tables = [table]
-    else:
-        tables = []
-    columns = [c for c in ("horizon", *by, "bs", "lr", "lr_ci_low", "lr_ci_high", "method", "n_points", "on_edge", "reason")
-               if c in frame.columns]
-    detail = ResultTable("all (horizon, bs) rows" if pivotable else "optimal learning rate",
-                         [("lr*" if c == "lr" else c) for c in columns], note="" if pivotable else note)
-    for r in rows:
-        problem = minima_problem(r)
-        detail.rows.append(Row([fmt_horizon(r[c]) if c == "horizon" else fmt(r[c]) for c in columns], bool(problem), problem))
-    detail.css = "detail" if pivotable else ""
-    return tables + [detail]
-
-
-def _coefficient_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Coefficients found in a summary dict: every key ``k`` with ``k_se`` or ``k_ci`` beside it, per sub-dict."""
-    found = []
-
-    def walk(prefix: str, node: Mapping[str, Any]) -> None:
-        for key, value in node.items():
-            if key in ("settings", "warnings", "figures"):
-                continue
-            if isinstance(value, Mapping):
-                walk(f"{prefix}.{key}" if prefix else key, value)
-            elif isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                    f"{key}_se" in node or f"{key}_ci" in node):
-                low, high = _ci(node, key)
-                found.append({"fit": prefix, "coefficient": key, "value": value, "se": node.get(f"{key}_se"),
-                              "ci_low": low, "ci_high": high, "r2": node.get("r2"), "n": node.get("n"),
-                              "identifiable": node.get("identifiable")})
-
-    walk("", summary)
-    return found
-
-
-def render_regressions(summary: Mapping[str, Any], adir: Path) -> list[ResultTable]:
-    """Every fitted coefficient with its SE and CI (coefficients.csv, else found in summary.json)."""
-    frame = read_csv(adir, "coefficients")
-    rows = frame.to_dict("records") if frame is not None and len(frame) else _coefficient_rows(summary)
-    if not rows:
-        return []
-    table = ResultTable("coefficients", ["fit", "coefficient", "value", "SE", "CI", "R²", "n"], label_columns=2,
-                        sweep_columns=("value", "CI"),
-                        note="log2 lr* = alpha log2 bs + beta log2 horizon + gamma (and the other fits), SE and 95% CI")
-    for r in rows:
-        fit = _text(_get(r, "fit"))
-        node = summary.get(fit) if isinstance(summary.get(fit), Mapping) else {}
-        reasons = []
-        if _text(_get(r, "reason")):
-            reasons.append(_text(r["reason"]))
-        if _text(_get(r, "identifiable")).lower() == "false" or node.get("identifiable") is False:
-            reasons.append(_text(node.get("reason")) or "not identifiable")
-        fixed = _truthy(_get(r, "fixed"))
-        if not fixed and _missing(_get(r, "se")):
-            reasons.append("no standard error")
-        value = fmt(_get(r, "value")) + (" (fixed)" if fixed else "")
-        table.rows.append(Row([fit, _text(_get(r, "coefficient")), value, fmt(_get(r, "se")),
-                               fmt_ci(_get(r, "ci_low"), _get(r, "ci_high")), fmt(_get(r, "r2")), fmt(_get(r, "n"))],
-                              bool(reasons), "; ".join(reasons)))
-    tables = [table]
-    boot = summary.get("bootstrap")
-    if isinstance(boot, Mapping) and (frame is None or not len(frame)):  # coefficients.csv has the bootstrap rows
-        brows = []
-        for key in boot:
-            if key.endswith("_se") and isinstance(boot.get(key), (int, float)):
-                coef = key[:-3]
-                brows.append(Row([coef, fmt(boot[key]), fmt_ci(*_ci(boot, coef))]))
-        if brows:
-            tables.append(ResultTable("run bootstrap", ["coefficient", "SE", "CI"], brows,
-                                      note=f"{fmt(boot.get('n_ok'))} of {fmt(boot.get('n'))} resamples of the runs"))
-    return tables
-
-
-def render_scaling_laws(summary: Mapping[str, Any], adir: Path) -> list[ResultTable]:
-    """The compute-optimal exponents a (N ∝ C^a) and b (D ∝ C^b) with CIs for each approach, and approach 3's law."""
-    approaches = [k for k in summary if k.startswith("approach") and isinstance(summary[k], Mapping)]
-    if not approaches:
-        return []
-    table = ResultTable("compute-optimal exponents", ["approach", "a", "a CI", "b", "b CI", "points", "method"],
-                        sweep_columns=("a", "a CI", "b", "b CI"),
-                        note="N_opt ∝ C^a, D_opt ∝ C^b")
-    for key in approaches:
-        node = summary[key]
-        reasons = []
-        if node.get("identifiable") is False:
-            reasons.append(_text(node.get("reason")) or "not identifiable")
-        elif _text(node.get("reason")):
-            reasons.append(_text(node["reason"]))
-        rejected = node.get("rejected")
-        if isinstance(rejected, list) and rejected:
-            reasons.append(f"{len(rejected)} budget(s) rejected"
-                           + (f" ({_text(rejected[0].get('reason'))})" if isinstance(rejected[0], Mapping) else ""))
-        points = node.get("n_budgets", node.get("n_points", node.get("n")))
-        table.rows.append(Row([key.replace("approach", "approach "), fmt(node.get("a")), fmt_ci(*_ci(node, "a")),
-                               fmt(node.get("b")), fmt_ci(*_ci(node, "b")), fmt(points), _text(node.get("method"))],
-                              bool(reasons), "; ".join(reasons)))
-    tables = [table]
-    three = summary.get("approach3")
-    if isinstance(three, Mapping) and any(k in three for k in ("E", "alpha", "beta")):
-        law = ResultTable("approach 3: L(N, D) = E + A/N^alpha + B/D^beta", ["parameter", "value", "CI"])
-        for p in ("E", "A", "B", "alpha", "beta"):
-            if p in three:
-                law.rows.append(Row([p, fmt(three.get(p)), fmt_ci(*_ci(three, p))]))
-        tables.append(law)
-    return tables
-
-
-def render_correlations(summary: Mapping[str, Any], adir: Path) -> list[ResultTable]:
-    """Spearman and Kendall (with p-values and CIs) per level."""
-    levels = [k for k, v in summary.items() if isinstance(v, Mapping) and ("spearman" in v or "kendall" in v)]
-    if not levels:
-        return []
-    table = ResultTable("rank correlations", ["level", "Spearman", "Spearman CI", "p", "Kendall tau-b", "Kendall CI", "p", "n"],
-                        sweep_columns=("Spearman", "Spearman CI", "Kendall tau-b", "Kendall CI"))
-    for level in levels:
-        node = summary[level]
-        reasons = [_text(node.get("reason"))] if _text(node.get("reason")) else []
-        if _missing(node.get("spearman")) or _missing(node.get("kendall")):
-            reasons.append(reasons.pop() if reasons else "the correlation is undefined (constant ranks or too few pairs)")
-        table.rows.append(Row([level, fmt(node.get("spearman")), fmt_ci(*_ci(node, "spearman")), fmt(node.get("spearman_p")),
-                               fmt(node.get("kendall")), fmt_ci(*_ci(node, "kendall")), fmt(node.get("kendall_p")),
-                               fmt(node.get("n"))], bool(reasons), "; ".join(reasons)))
-    tables = [table]
-    over = summary.get("over_time")
-    if isinstance(over, Mapping) and over:
-        cols = ["n_steps", "spearman_first", "spearman_last", "spearman_min", "spearman_median"]
-        tables.append(ResultTable("Spearman over training", ["level"] + cols,
-                                  [Row([lvl] + [fmt(node.get(c)) for c in cols]) for lvl, node in over.items()
-                                   if isinstance(node, Mapping)]))
-    return tables
-
-
-def render_spectral(summary: Mapping[str, Any], adir: Path) -> list[ResultTable]:
-    """Per estimator (method, dtype): its time and error over the shapes; the recommended estimator per shape."""
-    tables = []
-    bench = read_csv(adir, "benchmark")
-    if bench is not None and len(bench) and "method" in bench.columns:
-        keys = [c for c in ("method", "dtype") if c in bench.columns]
-        table = ResultTable("estimators", keys + ["shapes", "median ms", "max ms", "worst rel. error", "median speedup"],
-                            label_columns=len(keys), sweep_columns=("median ms", "worst rel. error"),
-                            note="time per call and error against the exact norm over the benchmarked shapes"
-                                 + (f" ({_text(summary.get('device'))})" if summary.get("device") else ""))
-        for key, group in bench.groupby(keys, sort=False, dropna=False):
-            key = key if isinstance(key, tuple) else (key,)
-            skipped = group["skipped"].dropna().astype(str) if "skipped" in group.columns else pd.Series(dtype=str)
-            skipped = skipped[skipped.str.strip() != ""]
-            timed = group.loc[~group.index.isin(skipped.index)]
-
-            def stat(col: str, how: str, frame: pd.DataFrame = timed) -> str:
-                if col not in frame.columns:
-                    return ""
-                values = pd.to_numeric(frame[col], errors="coerce").abs() if col == "rel_error" else pd.to_numeric(frame[col], errors="coerce")
-                values = values.dropna()
-                return fmt(getattr(values, how)()) if len(values) else ""
-
-            reason = f"{len(skipped)} cell(s) skipped: {skipped.iloc[0]}" if len(skipped) else ""
-            table.rows.append(Row([_text(k) for k in key] + [f"{len(timed)}/{len(group)}", stat("ms", "median"), stat("ms", "max"),
-                                   stat("rel_error", "max"), stat("speedup_vs_matrix_norm", "median")], bool(reason), reason))
-        tables.append(table)
-    rec = summary.get("recommended")
-    per_shape = rec.get("per_shape") if isinstance(rec, Mapping) else None
-    if isinstance(per_shape, Mapping) and per_shape:
-        budgets = sorted({b for v in per_shape.values() if isinstance(v, Mapping) for b in v})
-        table = ResultTable("recommended estimator per shape", ["shape"] + [b.replace("within_", "within ").replace("pct", "%") for b in budgets],
-                            note="the fastest estimator within each error budget (speed-up against torch.linalg.matrix_norm)")
-        for shape, choice in per_shape.items():
-            line = [str(shape)]
-            for b in budgets:
-                c = choice.get(b) if isinstance(choice, Mapping) else None
-                line.append("" if not isinstance(c, Mapping) else
-                            f"{_text(c.get('method'))} {_text(c.get('dtype'))}, {fmt(c.get('ms'))} ms, ×{fmt(c.get('speedup_vs_matrix_norm'), 3)}")
-            table.rows.append(Row(line))
-        tables.append(table)
-    return tables
 
 
 def flat_scalars(summary: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -452,25 +217,29 @@ def render_generic(summary: Mapping[str, Any], adir: Path) -> list[ResultTable]:
 
 
 Renderer = Callable[[Mapping[str, Any], Path], list[ResultTable]]
-RENDERERS: dict[str, Renderer] = {
-    "minima": render_minima,
-    "regressions": render_regressions,
-    "scaling_laws": render_scaling_laws,
-    "correlations": render_correlations,
-    "spectral": render_spectral,
-}
+
+
+def renderer_of(adir: Path) -> Renderer:
+    """The ``report_tables`` of the analysis in an analysis folder: of the ``_target_`` its run's saved config
+    (config.json) names, else the one conf/analysis/<name>.yaml names; the generic table when neither imports."""
+    from toolkit.settings import CONF_DIR, locate, part_targets
+
+    saved = adir.parent / "config.json"
+    for target_of in (lambda: json.loads(saved.read_text(encoding="utf-8"))["analysis"][adir.name]["_target_"],
+                      lambda: part_targets(CONF_DIR)[("analysis", adir.name)]):
+        try:
+            part = locate(str(target_of()), f"analysis {adir.name}")
+            return getattr(part() if isinstance(part, type) else part, "report_tables", render_generic)
+        except Exception:  # no config.json, the analysis not named there, or a part that does not import here
+            continue
+    return render_generic
 
 
 def render_tables(name: str, summary: Mapping[str, Any], adir: Path) -> tuple[list[ResultTable], list[str]]:
-    """The key-number tables of one analysis (its renderer, else the generic one) and notes about them."""
-    renderer = RENDERERS.get(name, render_generic)
+    """The key-number tables of one analysis (its ``report_tables``, else the generic one) and notes about them."""
+    renderer = renderer_of(adir)
     try:
-        tables = renderer(summary, adir)
-        if tables:
-            return tables, []
-        if renderer is render_generic:
-            return [], []
-        return render_generic(summary, adir), []
+        return renderer(summary, adir) or render_generic(summary, adir), []
     except Exception as exc:  # a summary of a shape this renderer does not know: show its scalars instead
         log.warning("report: the %s tables could not be rendered (%s: %s); showing summary.json's numbers", name,
                     type(exc).__name__, exc)
@@ -497,7 +266,7 @@ def _figures(adir: Path, summary: Mapping[str, Any], inline: bool = True) -> lis
     files.sort(key=lambda p: (order.get(p.name, len(order)), p.suffix != ".png", p.name))
     figures = []
     for path in files:
-        caption = _text(captions.get(path.name)) or path.name
+        caption = text_of(captions.get(path.name)) or path.name
         if path.suffix == ".png":
             data = base64.b64encode(path.read_bytes()).decode("ascii") if inline else ""
             figures.append(Figure(path.name, caption, "png", data))
@@ -537,11 +306,11 @@ def provenance_items(status: Mapping[str, Any]) -> list[tuple[str, str]]:
         return items
 
     def add(label: str, value: Any) -> None:
-        if not _missing(value) and value != "":
+        if not missing(value) and value != "":
             items.append((label, scrub(str(mask_config(value) if isinstance(value, str) else value))))
 
     add("command", prov.get("command"))
-    tracker = _text(prov.get("tracker"))
+    tracker = text_of(prov.get("tracker"))
     source = prov.get("source") if isinstance(prov.get("source"), Mapping) else {}
     where = ", ".join(f"{k} {v}" for k, v in source.items())
     add("tracker", f"{tracker}{': ' + where if where else ''}" if tracker else (where or None))
@@ -566,7 +335,7 @@ def build_context(run_dir: Path, title: str, status: Mapping[str, Any], inline: 
         "provenance": provenance_items(status),
         "publish": scrub(str((status.get("publish") or {}).get("line") or "")) if isinstance(status.get("publish"), Mapping) else "",
         "failed": {str(k): scrub(str(v)) for k, v in failed.items()},
-        "error": {"kind": _text(error.get("kind")), "message": scrub(_text(error.get("message")))} if error else None,
+        "error": {"kind": text_of(error.get("kind")), "message": scrub(text_of(error.get("message")))} if error else None,
         "warnings": [scrub(str(w)) for w in (status.get("warnings") or [])],
         "analyses": [analysis_view(a, inline) for a in _analysis_dirs(run_dir)],
     }

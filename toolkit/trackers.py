@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from toolkit.cli import compose_config
 from toolkit.errors import UserError
 from toolkit.settings import CONF_DIR
 
@@ -31,32 +32,11 @@ def _quote(value: Any) -> str:
 
 def tracker_config(name: str, options: Mapping[str, Any] | None = None) -> Any:
     """The composed ``tracker`` node of conf/tracker/<name>.yaml with ``options`` set (checked by its schema)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from toolkit.settings import register_schemas
-
     names = tracker_names()
     if name not in names:
         raise UserError(f"unknown tracker '{name}'; expected one of {', '.join(names)}")
-    register_schemas(CONF_DIR)
     overrides = [f"tracker={name}", "recipe=none", "analysis=[]"] + [_override(k, v) for k, v in dict(options or {}).items()]
-    saved = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
-    if saved is not None:
-        GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=overrides).tracker
-    except UserError:
-        raise
-    except Exception as exc:
-        from toolkit.cli import config_error_line
-
-        raise UserError(f"tracker {name}: {config_error_line(exc)}") from None
-    finally:
-        if saved is not None:
-            GlobalHydra.instance().clear()
-            GlobalHydra.instance().initialize(saved)
+    return compose_config(overrides, who=f"tracker {name}").tracker
 
 
 def make_tracker(name: str, options: Mapping[str, Any] | None = None) -> Any:

@@ -46,6 +46,7 @@ from analyses.regressions.fits import (
     usable_minima,
 )
 from analyses.regressions.joint import joint_optima, joint_optimum_at, scaling_fits
+from analyses.regressions.report import render_regressions
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
 from toolkit.progress import progress_bar
@@ -472,6 +473,7 @@ class Regressions(AnalysisBase):
 
     name = NAME
     settings_type = RegressionsSettings
+    report_tables = staticmethod(render_regressions)
 
     def required_columns(self, settings: RegressionsSettings) -> tuple[str, ...]:
         """What the minima need: lr, bs, horizon, train_loss and the minima's ``by`` columns (output_norm if fitted on it)."""

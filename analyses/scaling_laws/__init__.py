@@ -26,6 +26,7 @@ import pandas as pd
 
 from analyses.scaling_laws import approach1, approach2, approach3
 from analyses.scaling_laws.intervals import bootstrap_ci, stream
+from analyses.scaling_laws.report import render_scaling_laws
 from toolkit.columns import require_columns
 from toolkit.errors import UserError
 from toolkit.progress import progress_bar
@@ -475,6 +476,7 @@ class ScalingLaws(AnalysisBase):
     name = WHO
     settings_type = ScalingLawsSettings
     REQUIRED_COLUMNS = REQUIRED_COLUMNS
+    report_tables = staticmethod(render_scaling_laws)
 
     def required_columns(self, settings: ScalingLawsSettings) -> tuple[str, ...]:
         """N, D, C, loss, the ``group_by`` columns and approach 2's explicit ``curve_by`` columns."""
