@@ -23,7 +23,6 @@ from toolkit.secrets import scrub
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_HOST = "https://api.wandb.ai"
-TERMINAL_STATES = ("finished", "failed", "crashed", "killed")
 _STATUS_IN_TEXT = re.compile(r"\b(429|50[0-9]|52[0-9])\b")
 
 

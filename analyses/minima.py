@@ -49,9 +49,6 @@ from toolkit.settings import Choice, Settings, as_settings, fail
 
 NAME = "minima"
 REQUIRED_COLUMNS = ("lr", "bs", "horizon", "train_loss")
-FIT_AXES = ("lr", "output_norm")
-FIT_K_BY = ("x", "xy")
-BOOT_MODES = ("points", "residuals")
 FAILED_METHODS = ("too_few_points", "unreachable", "degenerate")
 MIXED_COLUMNS = ("momentum", "decayed", "lr_in", "lr_hidden", "lr_out")
 EPS = 1e-9
@@ -420,17 +417,6 @@ def window_average(work: pd.DataFrame, edge_key: np.ndarray, edge_gid: np.ndarra
 
 
 # ----------------------------------------------------------------------------------------------- fitting
-
-
-def fit_parabola(x: Sequence[float], y: Sequence[float], w: Sequence[float] | None = None,
-                 c_fixed: float | None = None) -> tuple[float, float, float]:
-    """Weighted least squares ``y = a x^2 + b x + c`` (weights multiply squared residuals); c may be fixed."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    w = np.ones_like(x) if w is None else np.asarray(w, float)
-    a, b, c, ok = fit_parabolas(x[None], y[None], w[None], np.ones((1, len(x)), bool), c_fixed)
-    if not ok[0]:
-        raise ValueError("too few distinct x values for a parabola")
-    return float(a[0]), float(b[0]), float(c[0])
 
 
 def fit_parabolas(X: np.ndarray, Y: np.ndarray, W: np.ndarray, M: np.ndarray,

@@ -257,12 +257,6 @@ def checkpoint_cases(path: str, max_per_shape: int) -> dict[tuple[int, int], tup
     return cases
 
 
-def time_call(fn: Callable[[], Any], device: str, repeats: int, warmup: int) -> tuple[float, Any]:
-    """Median milliseconds of ``fn()`` (CUDA events on a GPU, perf_counter on CPU) and its last result."""
-    timing = time_cell(fn, device, repeats, warmup)
-    return timing.ms, timing.result
-
-
 @dataclass
 class CellTiming:
     """One cell's timing: the median ms of its timed calls (NaN when skipped), its last result, how many timed

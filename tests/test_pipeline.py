@@ -93,6 +93,11 @@ class NeedsColumn(Good):
     REQUIRED_COLUMNS = ("loss", "absent")
 
 
+class NeedsAnExtra(Good):
+    def run(self, table, settings, out):
+        raise ModuleNotFoundError("No module named 'aim'", name="aim")  # an optional module imported plainly
+
+
 class CutShort(Good):
     """A signal arrives while a C extension initialises: the import machinery turns it into an ImportError."""
 
@@ -156,6 +161,14 @@ def test_input_error_and_bug_are_recorded_and_the_others_still_run(stub_module, 
     assert (out / "good" / "summary.json").exists()
     report = (out / "report.md").read_text()
     assert "column 'nope' is missing" in report and "ZeroDivisionError" in report
+
+
+def test_a_missing_optional_module_is_an_input_error_naming_the_extra(stub_module, tmp_path):
+    out = tmp_path / "out"
+    status = pipeline.run(_cfg({"needs": ("NeedsAnExtra", {}), "good": ("Good", {})}), out)
+    recorded = json.loads((out / "status.json").read_text())["analyses"]["needs"]
+    assert recorded["kind"] == "input" and "pip install 'sweepkit[aim]'" in recorded["message"]
+    assert pipeline.exit_code(status) == 2
 
 
 def test_only_input_errors_exit_with_2(stub_module, tmp_path):

@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from toolkit.columns import require_columns
-from toolkit.errors import UserError, forget_interrupts, interrupted
+from toolkit.errors import UserError, forget_interrupts, interrupted, missing_extra_from
 from toolkit.outputs import AnalysisOutput, claim_run_dir, write_json, write_parquet
 from toolkit.protocol import Analysis, Recipe, Tracker, protocol_problems, read_runset
 from toolkit.report import write_report
@@ -185,8 +185,13 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
             if interrupted():  # an exception around a signal (an import cut short) is the interruption, not a bug
                 status["analyses"][name] = {"status": "interrupted", "kind": "interrupted", "message": "interrupted"}
                 raise KeyboardInterrupt from exc
-            _record(status, name, "bug", scrub(f"{type(exc).__name__}: {exc}"))
-            log.error("%s: bug: %s", name, scrub(traceback.format_exc()))
+            extra = missing_extra_from(exc, f"analysis {name}")
+            if extra is not None:  # an optional module that is not installed: bad setup, not a bug
+                _record(status, name, "input", scrub(str(extra)))
+                log.error("%s", _prefixed(name, status["analyses"][name]["message"]), extra={"console": False})
+            else:
+                _record(status, name, "bug", scrub(f"{type(exc).__name__}: {exc}"))
+                log.error("%s: bug: %s", name, scrub(traceback.format_exc()))
         except BaseException:  # interrupted: nothing half-written stays, the caller records it
             status["analyses"][name] = {"status": "interrupted", "kind": "interrupted", "message": "interrupted"}
             raise
@@ -278,8 +283,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             status["error"] = {"kind": "interrupted", "message": "interrupted"}
             finish(run_dir, title, status)
             raise KeyboardInterrupt from exc
-        status["error"] = {"kind": "bug", "message": scrub(f"{type(exc).__name__}: {exc}")}
-        log.error("bug: %s", scrub(traceback.format_exc()))
+        extra = missing_extra_from(exc)
+        if extra is not None:
+            status["error"] = {"kind": "input", "message": scrub(str(extra))}
+        else:
+            status["error"] = {"kind": "bug", "message": scrub(f"{type(exc).__name__}: {exc}")}
+            log.error("bug: %s", scrub(traceback.format_exc()))
     except BaseException:
         status["error"] = {"kind": "interrupted", "message": "interrupted"}
         finish(run_dir, title, status)

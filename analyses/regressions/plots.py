@@ -11,11 +11,6 @@ import pandas as pd  # noqa: E402
 from analyses.regressions.fits import LinearFit  # noqa: E402
 
 
-def _pow2_label(ax, axis: str, what: str) -> None:
-    label = f"{what} (log2)"
-    (ax.set_xlabel if axis == "x" else ax.set_ylabel)(label)
-
-
 def ci_contains_estimate(minima: pd.DataFrame) -> np.ndarray:
     """Per minimum: whether its lr CI is finite and contains its lr* (a grid lr from optimum_from_closest may lie outside)."""
     if not {"lr_ci_low", "lr_ci_high"} <= set(minima.columns):

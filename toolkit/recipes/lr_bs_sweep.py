@@ -47,7 +47,6 @@ DEFAULT_PATTERNS = [
 ]
 FIELDS = ("lr", "bs", "seed", "momentum", "decayed", "lr_in", "lr_hidden", "lr_out", "seq_len")
 CONFIG_FIELDS = ("lr", "bs", "seed", "momentum", "decayed", "lr_in", "lr_hidden", "lr_out")  # identify a configuration
-TABLE_COLUMNS = ("run_id", "name", *CONFIG_FIELDS, "step", "horizon", "train_loss", "output_norm")
 LayerLr = Choice("LayerLr", {"in": "in", "hidden": "hidden", "out": "out"}, module=__name__)  # which lr is "lr"
 
 
