@@ -111,12 +111,15 @@ def test_tracker_constructor_is_its_schema(part):
     assert constructor_problems(cls) == [], target
 
 
-def test_the_constructor_check_catches_a_signature_that_repeats_the_settings():
-    @dataclasses.dataclass
-    class TwoSettings(Settings):
-        path: Optional[str] = None
-        retries: int = 3
+@dataclasses.dataclass
+class TwoSettings(Settings):
+    """The settings of the small trackers the constructor tests build."""
 
+    path: Optional[str] = None
+    retries: int = 3
+
+
+def test_the_constructor_check_catches_a_signature_that_repeats_the_settings():
     class Repeats(TrackerBase):
         settings_type = TwoSettings
 
@@ -138,11 +141,6 @@ def test_the_constructor_check_catches_a_signature_that_repeats_the_settings():
 
 
 def test_the_tracker_constructor_takes_its_settings_positionally_or_by_keyword():
-    @dataclasses.dataclass
-    class TwoSettings(Settings):
-        path: Optional[str] = None
-        retries: int = 3
-
     class Two(TrackerBase):
         settings_type = TwoSettings
 
