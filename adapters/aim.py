@@ -66,8 +66,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from adapters.local import _take_strings
-from adapters.local import _tag_list
+from adapters.local import _tag_list, _take_strings
 from toolkit.cache import HistoryCache, safe_name
 from toolkit.errors import UserError, require_extra
 from toolkit.outputs import atomic_write_text, to_jsonable
@@ -111,10 +110,8 @@ class _RunMeta:
 
 def _one_line(exc: BaseException) -> str:
     args = getattr(exc, "args", ())
-    text = " ".join(str(a) for a in (args[0] if len(args) == 1 and isinstance(args[0], tuple) else args)) \
-        if args else ""
-    text = " ".join((text or str(exc)).split()) or type(exc).__name__
-    return text[:300]
+    text = " ".join(str(a) for a in (args[0] if len(args) == 1 and isinstance(args[0], tuple) else args))
+    return (" ".join((text or str(exc)).split()) or type(exc).__name__)[:300]
 
 
 def fold_key(name: str, context: Mapping[str, Any] | None) -> str:
@@ -122,10 +119,7 @@ def fold_key(name: str, context: Mapping[str, Any] | None) -> str:
     if not context:
         return str(name)
     flat = flatten_config(dict(context))
-    parts = []
-    for key in sorted(flat):
-        value = flat[key]
-        parts.append(f"{key}={value if isinstance(value, str) else json.dumps(to_jsonable(value))}")
+    parts = [f"{k}={v if isinstance(v, str) else json.dumps(to_jsonable(v))}" for k, v in sorted(flat.items())]
     return f"{name}/{','.join(parts)}"
 
 
@@ -135,12 +129,6 @@ def _config_of(attrs: Mapping[str, Any]) -> dict[str, Any]:
         hparams = attrs["hparams"]
         return flatten_config(hparams) if isinstance(hparams, Mapping) else {"hparams": hparams}
     return flatten_config({k: v for k, v in attrs.items() if not str(k).startswith("__")})
-
-
-def _config_value(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return json.dumps(to_jsonable(list(value)))
-    return value
 
 
 class AimTracker(TrackerBase):
@@ -253,6 +241,10 @@ class AimTracker(TrackerBase):
         return run
 
     # ---------------------------------------------------------------- read side: runs
+    def _warn_once(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
     def _cache(self) -> HistoryCache | None:
         return HistoryCache.from_settings(self._cache_settings, self.name, str(self.path.resolve()))
 
@@ -368,8 +360,7 @@ class AimTracker(TrackerBase):
                             and self._fingerprint(run_hash) == fingerprint:  # not written to while it was read
                         self._save_record(cache, run_hash, record)
                 row, meta = self._row(props, record, status.get(run_hash))
-                end_time = record["end_time"]
-                if end_time is None:
+                if record["end_time"] is None:
                     still_open[self._holder(locks.get(run_hash))].append(f"'{row['name']}' ({run_hash})"
                                                                          + _pid_text(locks.get(run_hash)))
                 self._meta[run_hash] = meta
@@ -401,8 +392,8 @@ class AimTracker(TrackerBase):
         traces = tree.get("traces", None) or {}
         if not isinstance(traces, Mapping):
             traces = {}
-        config = {key: _config_value(value)
-                  for key, value in sorted(_config_of(attrs if isinstance(attrs, Mapping) else {}).items())}
+        config = {k: json.dumps(to_jsonable(list(v))) if isinstance(v, (list, tuple)) else v
+                  for k, v in sorted(_config_of(attrs if isinstance(attrs, Mapping) else {}).items())}
         series: dict[str, list] = {}
         summary: dict[str, float] = {}
         notes: list[str] = []
@@ -442,8 +433,7 @@ class AimTracker(TrackerBase):
         row.update({CONFIG_PREFIX + k: v for k, v in record["config"].items()})
         row.update({SUMMARY_PREFIX + k: v for k, v in record["summary"].items()})
         for note in record["notes"]:
-            if note not in self.warnings:
-                self.warnings.append(note)
+            self._warn_once(note)
         series = {k: (int(v[0]), str(v[1])) for k, v in record["series"].items()}
         return row, _RunMeta(record["version"], end_time is not None, name, series)
 
@@ -486,9 +476,7 @@ class AimTracker(TrackerBase):
         try:
             atomic_write_text(cache.dir / safe_name(run_hash) / LISTING_FILE, text)
         except OSError as exc:
-            message = f"aim: could not write the history cache under {cache.dir}: {_one_line(exc)}"
-            if message not in self.warnings:
-                self.warnings.append(message)
+            self._warn_once(f"aim: could not write the history cache under {cache.dir}: {_one_line(exc)}")
 
     def _status_events(self) -> dict[str, tuple[str, float, int]]:
         """Per run, its newest status check-in (``.aim/check_ins/<hash>-<idx>-<flag>-<time>-<next>``) among the
@@ -531,7 +519,13 @@ class AimTracker(TrackerBase):
             return "elsewhere"
         if machine != uuid.getnode():
             return "elsewhere"
-        return "live" if _pid_alive(pid) else "gone"
+        try:
+            os.kill(pid, 0)
+        except PermissionError:  # alive, another user's
+            return "live"
+        except OSError:  # no such process (ProcessLookupError) or another failure
+            return "gone"
+        return "live"
 
     def _warn_open(self, still_open: Mapping[str, list[str]]) -> None:
         texts = {
@@ -620,9 +614,8 @@ class AimTracker(TrackerBase):
                         try:
                             cache.save(run_id, keys, frame, meta.version)
                         except OSError as exc:  # an unwritable cache folder must not stop the read
-                            message = f"aim: could not write the history cache under {cache.dir}: {_one_line(exc)}"
-                            if message not in self.warnings:
-                                self.warnings.append(message)
+                            self._warn_once(f"aim: could not write the history cache under {cache.dir}: "
+                                            f"{_one_line(exc)}")
                     bar.update(1)
         finally:
             del index
@@ -643,10 +636,8 @@ class AimTracker(TrackerBase):
                 steps, (values,) = sequence.data.view("val").numpy()
             except ValueError:  # Aim raises this for a sequence with no items yet
                 continue
-            steps = np.asarray(steps, dtype=np.int64)
-            values = np.asarray(values, dtype=np.float64)
             self.stats["points"] += len(steps)
-            pieces.append((col, steps, values))
+            pieces.append((col, np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64)))
         return _to_wide(pieces, keys)
 
     # ---------------------------------------------------------------- write side
@@ -751,18 +742,6 @@ def _state(end_time: Any, event: tuple[str, float, int] | None) -> str:
         if flag == "check_in" and next_in > 0 and (end_time is not None or when + next_in + GRACE_S < time.time()):
             return "failed"
     return "finished" if end_time is not None else "running"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def _pid_text(lock: str | None) -> str:

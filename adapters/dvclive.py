@@ -38,9 +38,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from adapters.folder_runs import (FolderRunsTracker, RunRecord, config_of, find_run_folders, float_columns,
-                                  last_values, load_yaml_plain, merge_steps, read_delimited, regular_file,
-                                  relative_id, strip_generic, whole_steps)
+from adapters.folder_runs import (FolderRunsTracker, RunRecord, find_run_folders, float_columns, last_values,
+                                  merge_steps, read_delimited, regular_file, relative_id, strip_generic, whole_steps)
 from toolkit.errors import UserError, require_extra
 from toolkit.protocol import RunWriterBase
 from toolkit.runset import coerce_number
@@ -97,13 +96,9 @@ class DvcLiveTracker(FolderRunsTracker):
             raise UserError(f"tracker.path: {root} is a file; expected {self.what}")
         return find_run_folders(root, _is_live_folder)
 
-    def _load(self) -> dict[str, Any]:
-        self._no_params = []
-        records = super()._load()
-        if self._no_params:
-            self.warnings.append(f"{len(self._no_params)} run(s) have no {PARAMS} (log_params was never called?) and "
-                                 f"are kept with no config, e.g. {', '.join(self._no_params[:3])}")
-        return records
+    def _no_config_warning(self, files: list[Any]) -> str:
+        return (f"{len(files)} run(s) have no {PARAMS} (log_params was never called?) and are kept with no config, "
+                f"e.g. {', '.join(files[:3])}")
 
     def _read_run(self, root: Path, folder: Path) -> RunRecord | None:
         run_id = relative_id(root, folder, LIVE_DIR)
@@ -122,14 +117,8 @@ class DvcLiveTracker(FolderRunsTracker):
                 data = {}
             if isinstance(data, Mapping):
                 summary = _flat(data)
-        for key, value in last_values(record.history).items():
-            summary.setdefault(key, value)
-        record.summary = summary
-        params = folder / PARAMS
-        if regular_file(params):
-            record.config = config_of(load_yaml_plain(params, self.warnings), params, self.warnings)
-        else:
-            self._no_params.append(f"{folder / PARAMS}")
+        record.summary = summary | {k: v for k, v in last_values(record.history).items() if k not in summary}
+        record.config = self._yaml_config(folder / PARAMS)
         return record
 
     def _history(self, folder: Path) -> tuple[pd.DataFrame, float | None]:

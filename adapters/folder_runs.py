@@ -68,11 +68,10 @@ def find_run_folders(root: Path, is_run: Callable[[str, list[str], list[str]], b
     the search does not go below a run folder, nor into hidden folders or symbolic links to folders."""
     found: list[Path] = []
     for folder, dirnames, filenames in os.walk(root):
-        if is_run(folder, dirnames, filenames):
+        run = is_run(folder, dirnames, filenames)
+        if run:
             found.append(Path(folder))
-            dirnames[:] = []
-            continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = [] if run else sorted(d for d in dirnames if not d.startswith("."))
     return sorted(found)
 
 
@@ -145,8 +144,7 @@ def whole_steps(frame: pd.DataFrame, where: str, warnings: list[str], column: st
         i = int(np.flatnonzero(~ok)[0])
         warnings.append(f"{where}: {int((~ok).sum())} row(s) without a whole-number '{column}' skipped, e.g. "
                         f"{_show(raw.iloc[i])} in data row {i + 1}")
-        frame = frame.loc[ok]
-        steps = steps[ok]
+        frame, steps = frame.loc[ok], steps[ok]
     frame = frame.drop(columns=[column])
     frame.insert(0, "step", steps.astype(np.int64))
     return frame.reset_index(drop=True)
@@ -233,13 +231,11 @@ def _careful_table(data: bytes, sep: str, path: Path, warnings: list[str], reali
     header: list[str] | None = None
     rows: list[dict[str, str]] = []
     misfit: list[int] = []
-    headers = 0
     for row in reader:
         if not row or all(not c.strip() for c in row):
             continue
         if header is None or _is_header(row):
             header = [c.strip() for c in row]
-            headers += 1
             continue
         if len(row) == len(header):
             rows.append(dict(zip(header, row)))
@@ -320,13 +316,9 @@ def config_of(data: Any, path: Path, warnings: list[str]) -> dict[str, Any]:
 
 def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     """The RunSet runs table of the records."""
-    rows = []
-    for r in records:
-        row: dict[str, Any] = {"run_id": r.run_id, "name": r.name, "state": r.state, "created_at": r.created_at,
-                               "tags": ""}
-        row.update({CONFIG_PREFIX + k: v for k, v in r.config.items()})
-        row.update({SUMMARY_PREFIX + k: v for k, v in r.summary.items()})
-        rows.append(row)
+    rows = [{"run_id": r.run_id, "name": r.name, "state": r.state, "created_at": r.created_at, "tags": "",
+             **{CONFIG_PREFIX + k: v for k, v in r.config.items()},
+             **{SUMMARY_PREFIX + k: v for k, v in r.summary.items()}} for r in records]
     runs = pd.DataFrame(rows, columns=None if rows else list(RUN_COLUMNS))
     runs["created_at"] = pd.to_datetime(runs["created_at"], utc=True, errors="coerce")
     return runs
@@ -395,8 +387,19 @@ class FolderRunsTracker(TrackerBase):
     def _read_run(self, root: Path, folder: Path) -> RunRecord | None:  # pragma: no cover
         raise NotImplementedError
 
+    def _no_config_warning(self, files: list[Any]) -> str:  # pragma: no cover - readers that note such files
+        raise NotImplementedError
+
+    def _yaml_config(self, path: Path) -> dict[str, Any]:
+        """A run's YAML config file as config keys, read safely; a missing one is noted for one warning."""
+        if regular_file(path):
+            return config_of(load_yaml_plain(path, self.warnings), path, self.warnings)
+        self._no_config.append(str(path))
+        return {}
+
     def _load(self) -> dict[str, RunRecord]:
         self.warnings = []  # each read says again what it found
+        self._no_config: list[Any] = []  # config files runs lack (see _no_config_warning)
         root = check_root(self.path, self.what)
         folders = self._folders(root)
         if not folders:
@@ -409,6 +412,8 @@ class FolderRunsTracker(TrackerBase):
                 if record is not None:
                     records[record.run_id] = record
         self._warn_shared_names(records.values())
+        if self._no_config:
+            self.warnings.append(self._no_config_warning(self._no_config))
         self._records = records
         return records
 

@@ -96,16 +96,12 @@ class _Source:
 
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """The ``checkpoint-<N>`` folders of an output folder, largest N first."""
-    found = []
     try:
         entries = list(folder.iterdir())
     except OSError:
         return []
-    for entry in entries:
-        m = CHECKPOINT.match(entry.name)
-        if m and entry.is_dir():
-            found.append((int(m.group(1)), entry))
-    return sorted(found, reverse=True)
+    return sorted(((int(m.group(1)), e) for e in entries if (m := CHECKPOINT.match(e.name)) and e.is_dir()),
+                  reverse=True)
 
 
 def _is_output_folder(folder: str, dirnames: list[str], filenames: list[str]) -> bool:
@@ -129,16 +125,11 @@ class HfTrainerTracker(FolderRunsTracker):
             return [root.parent]
         return find_run_folders(root, _is_output_folder)
 
-    def _load(self) -> dict[str, Any]:
-        self._only_bin = []
-        records = super()._load()
-        if self._only_bin:
-            self.warnings.append(
-                f"{len(self._only_bin)} run(s) have their training arguments only in {ARGS_BIN} (a pickle), not read: "
+    def _no_config_warning(self, files: list[Any]) -> str:
+        return (f"{len(files)} run(s) have their training arguments only in {ARGS_BIN} (a pickle), not read: "
                 f"learning rate, batch size, seed, ... are missing from config.*; set "
                 f"tracker.unpickle_training_args=true for files you trust, or save args.to_json_string() as "
-                f"{ARGS_JSON}; e.g. {self._only_bin[0]}")
-        return records
+                f"{ARGS_JSON}; e.g. {files[0]}")
 
     def _sources(self, root: Path, folder: Path) -> list[Path]:
         """The run's trainer_state.json files, newest first (the final one, then checkpoints by N)."""
@@ -147,9 +138,7 @@ class HfTrainerTracker(FolderRunsTracker):
         out = [folder / STATE] if (folder / STATE).exists() else []
         if CHECKPOINT.match(folder.name) and folder == root:
             return out  # a checkpoint folder given by itself
-        for _n, ckpt in _checkpoints(folder):
-            out.append(ckpt / STATE)
-        return out
+        return out + [ckpt / STATE for _n, ckpt in _checkpoints(folder)]
 
     def _parse(self, path: Path, newer: Path | None) -> _Source | None:
         """A trainer_state.json, or None with a warning naming it (the next older source is read instead)."""
@@ -179,9 +168,8 @@ class HfTrainerTracker(FolderRunsTracker):
         chosen: _Source | None = None
         older: list[Path] = []
         for i, path in enumerate(paths):
-            if chosen is None:
-                later = next((p for p in paths[i + 1:] if p.exists()), None)
-                chosen = self._parse(path, later)
+            if chosen is None:  # a source that cannot be read names the next one that exists
+                chosen = self._parse(path, next((p for p in paths[i + 1:] if p.exists()), None))
             else:
                 older.append(path)
         if chosen is None:
@@ -189,22 +177,17 @@ class HfTrainerTracker(FolderRunsTracker):
             return None
         record = RunRecord(run_id, run_id, folder)
         state = chosen.state
-        history, train_summary = self._history(chosen)
-        record.history = history
+        record.history, train_summary = self._history(chosen)
         if self.settings.check_checkpoints and older:
-            self._compare_older(chosen, history, older)
+            self._compare_older(chosen, record.history, older)
         final = chosen.path == folder / STATE and not CHECKPOINT.match(folder.name)
         global_step, max_steps = state.get("global_step"), state.get("max_steps")
         reached = (isinstance(global_step, (int, float)) and isinstance(max_steps, (int, float)) and max_steps > 0
                    and global_step >= max_steps)
         record.state = "finished" if final or reached else "running"
         record.config = self._config(run_id, folder, chosen, paths)
-        summary: dict[str, Any] = last_values(history)
-        summary.update(train_summary)
-        for key in SUMMARY_FIELDS:
-            if state.get(key) is not None:
-                summary[key] = state[key]
-        record.summary = summary
+        record.summary = {**last_values(record.history), **train_summary,
+                          **{key: state[key] for key in SUMMARY_FIELDS if state.get(key) is not None}}
         return record
 
     # ----------------------------------------------------------------------------------------- history
@@ -287,10 +270,8 @@ class HfTrainerTracker(FolderRunsTracker):
         def first(name: str) -> Path | None:
             return next((d / name for d in places if regular_file(d / name)), None)
 
-        config: dict[str, Any] = {}
         model = first(MODEL_CONFIG)
-        if model is not None:
-            config.update(self._json_config(model))
+        config = self._json_config(model) if model is not None else {}
         args_json, args_bin = first(ARGS_JSON), first(ARGS_BIN)
         args: dict[str, Any] = {}
         if args_json is not None:
@@ -299,7 +280,7 @@ class HfTrainerTracker(FolderRunsTracker):
             if self.settings.unpickle_training_args:
                 args = self._unpickled_args(args_bin)
             else:
-                self._only_bin.append(args_bin)
+                self._no_config.append(args_bin)
         clash = [k for k in args if k in config and str(config[k]) != str(args[k])]
         if clash:
             self.warnings.append(f"run '{run_id}': {len(clash)} key(s) differ between {model} and the training "

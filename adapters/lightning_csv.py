@@ -38,9 +38,8 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from adapters.folder_runs import (FolderRunsTracker, RunRecord, config_of, find_run_folders, float_columns,
-                                  last_values, load_yaml_plain, merge_steps, read_delimited, regular_file,
-                                  relative_id, strip_generic, whole_steps)
+from adapters.folder_runs import (FolderRunsTracker, RunRecord, find_run_folders, float_columns, last_values,
+                                  merge_steps, read_delimited, regular_file, relative_id, strip_generic, whole_steps)
 from toolkit.errors import UserError, require_extra
 from toolkit.protocol import RunWriterBase
 from toolkit.settings import Settings
@@ -84,19 +83,12 @@ class LightningCsvTracker(FolderRunsTracker):
         else:
             what = "is not a regular file" if metrics.exists() else "is missing"
             self.warnings.append(f"run '{run_id}': {metrics} {what} (nothing logged yet?); kept with no history")
-        if regular_file(hparams):
-            record.config = config_of(load_yaml_plain(hparams, self.warnings), hparams, self.warnings)
-        else:
-            self._no_hparams.append(str(hparams))
+        record.config = self._yaml_config(hparams)
         return record
 
-    def _load(self) -> dict[str, RunRecord]:
-        self._no_hparams: list[str] = []
-        records = super()._load()
-        if self._no_hparams:
-            self.warnings.append(f"{len(self._no_hparams)} run(s) have no {HPARAMS} (log_hyperparams was never "
-                                 f"called?) and are kept with no config, e.g. {', '.join(self._no_hparams[:3])}")
-        return records
+    def _no_config_warning(self, files: list[Any]) -> str:
+        return (f"{len(files)} run(s) have no {HPARAMS} (log_hyperparams was never called?) and are kept with no "
+                f"config, e.g. {', '.join(files[:3])}")
 
     def start_run(self, name: str, config: Mapping[str, Any] | None = None) -> "LightningCsvRunWriter":
         """Log a run through Lightning's CSVLogger into ``<path>/<name>/version_<n>/``."""

@@ -62,6 +62,7 @@ from typing import Any, List, Optional
 import numpy as np
 import pandas as pd
 
+from adapters.folder_runs import _show, check_root
 from toolkit.errors import UserError
 from toolkit.outputs import atomic_write_text, to_jsonable
 from toolkit.protocol import RunWriterBase, TrackerBase
@@ -108,12 +109,8 @@ def _kind(path: Path) -> str:
 def _odd_entries(folder: Path) -> list[str]:
     """Warnings for the entries of a folder that are neither regular files nor folders (FIFOs, sockets, devices,
     broken links): they are skipped, as opening one for reading could block forever."""
-    out = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or entry.is_dir() or entry.is_file():
-            continue
-        out.append(f"tracker.path: skipped {entry}: {_kind(entry)}, not a regular file")
-    return out
+    return [f"tracker.path: skipped {entry}: {_kind(entry)}, not a regular file" for entry in sorted(folder.iterdir())
+            if not (entry.name.startswith(".") or entry.is_dir() or entry.is_file())]
 
 
 def _utc_now() -> str:
@@ -182,9 +179,12 @@ def _config_values(series: pd.Series) -> pd.Series:
     return series
 
 
-def _runs_frame(base: dict[str, Any], config: dict[str, pd.Series | np.ndarray],
-                summary: dict[str, pd.Series | np.ndarray]) -> pd.DataFrame:
-    cols: dict[str, Any] = dict(base)
+def _runs_frame(run_ids: np.ndarray, names: np.ndarray, config: dict[str, pd.Series | np.ndarray],
+                summary: dict[str, pd.Series | np.ndarray], **meta: Any) -> pd.DataFrame:
+    """The runs table; ``meta`` (state, created_at, tags) where given, else finished, no time and no tags."""
+    n = len(run_ids)
+    cols: dict[str, Any] = {"run_id": run_ids, "name": names, "state": np.full(n, "finished", dtype=object),
+                            "created_at": _nat(n), "tags": np.full(n, "", dtype=object), **meta}
     cols.update({CONFIG_PREFIX + k: _as_array(v) for k, v in config.items()})
     cols.update({SUMMARY_PREFIX + k: _as_array(v) for k, v in summary.items()})
     return pd.DataFrame(cols)
@@ -235,8 +235,8 @@ def _wandb_export(path: Path, frame: pd.DataFrame) -> _Static:
         if num is not None:
             summary[col] = num
             hist[col] = num.to_numpy()
-    base = {"run_id": run_ids, "name": names, "state": state, "created_at": created, "tags": tags}
-    return _Static(_runs_frame(base, config, summary), pd.DataFrame(hist), warnings)
+    runs = _runs_frame(run_ids, names, config, summary, state=state, created_at=created, tags=tags)
+    return _Static(runs, pd.DataFrame(hist), warnings)
 
 
 def _flat_table(frame: pd.DataFrame, prefix: str = "") -> _Static:
@@ -248,9 +248,7 @@ def _flat_table(frame: pd.DataFrame, prefix: str = "") -> _Static:
         num = _numeric(frame[col])
         if num is not None:
             hist[col] = num.to_numpy()
-    base = {"run_id": ids, "name": ids, "state": np.full(n, "finished", dtype=object),
-            "created_at": _nat(n), "tags": np.full(n, "", dtype=object)}
-    return _Static(_runs_frame(base, config, {}), pd.DataFrame(hist))
+    return _Static(_runs_frame(ids, ids, config, {}), pd.DataFrame(hist))
 
 
 @dataclass
@@ -274,24 +272,18 @@ def _wide_piece(path: Path, frame: pd.DataFrame, run_col: str | None, step_col: 
         out = out.rename(columns={run_col: _RUN})
     else:
         out[_RUN] = path.stem
-    steps = pd.to_numeric(out[_STEP], errors="coerce")
-    bad = steps.isna().to_numpy() | (np.isfinite(steps.to_numpy(dtype=float, na_value=np.nan)) &
-                                     (steps.to_numpy(dtype=float, na_value=np.nan) % 1 != 0))
+    steps = pd.to_numeric(out[_STEP], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    bad = np.isnan(steps) | (np.isfinite(steps) & (steps % 1 != 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise UserError(f"{path}: step column '{step_col}' has {frame[step_col].iloc[i]!r} in data row {i + 1}; "
                         f"expected whole numbers")
-    out[_STEP] = steps.to_numpy(dtype=float).astype(np.int64)
+    out[_STEP] = steps.astype(np.int64)
     return out
 
 
-def _show(value: Any) -> str:
-    """A value as written in a message (numpy scalars as plain Python ones)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
-
-
-def _build_wide(frame: pd.DataFrame, sources: Sequence[Path] = (), on_conflict: str = "error",
-                warnings: list[str] | None = None, starts: Sequence[int] = (0,)) -> _Wide:
+def _build_wide(frame: pd.DataFrame, sources: Sequence[Path], on_conflict: str, warnings: list[str],
+                starts: Sequence[int]) -> _Wide:
     """Runs table and sorted history arrays of concatenated wide pieces (vectorised).
 
     Repeated (run, step) rows: exact copies are dropped (counted in a warning); rows that fill different columns
@@ -300,7 +292,6 @@ def _build_wide(frame: pd.DataFrame, sources: Sequence[Path] = (), on_conflict: 
     missing, with a warning naming where. ``frame`` is the files' frames concatenated (``sources``, the first rows at
     ``starts``): messages name a row's file and data row.
     """
-    warnings = warnings if warnings is not None else []
     raw_codes, uniques = pd.factorize(frame[_RUN], use_na_sentinel=False)
     ids = pd.Index(uniques).astype(str)
     codes2, ids2 = pd.factorize(ids)  # 1 and "1" are one run
@@ -334,9 +325,7 @@ def _build_wide(frame: pd.DataFrame, sources: Sequence[Path] = (), on_conflict: 
     lasts = values[metric_num].groupby(codes, sort=True).last() if metric_num else pd.DataFrame(index=range(n))
     config = {c: _config_values(firsts[c]) for c in config_cols}
     summary = {c: lasts[c].astype(float) for c in metric_num}
-    base = {"run_id": run_ids, "name": names, "state": np.full(n, "finished", dtype=object),
-            "created_at": _nat(n), "tags": np.full(n, "", dtype=object)}
-    return _Wide(_runs_frame(base, config, summary), codes, steps, values, numeric)
+    return _Wide(_runs_frame(run_ids, names, config, summary), codes, steps, values, numeric)
 
 
 @dataclass
@@ -376,9 +365,8 @@ def _numbers_among_text(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarr
     same_run = codes[1:] == codes[:-1]
     for col in values.columns:
         series = values[col]
-        if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
-            continue
-        if _constant_within_runs(series, same_run):
+        if (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)
+                or _constant_within_runs(series, same_run)):
             continue
         coerced = series.map(coerce_number)
         present = coerced.notna().to_numpy(dtype=bool)
@@ -436,16 +424,13 @@ def _merge_repeats(values: pd.DataFrame, codes: np.ndarray, steps: np.ndarray, w
         warnings.append(f"tracker.on_conflict={on_conflict}: {n_cells} value(s) in {n_rows} repeated (run, step) "
                         f"row(s) disagree; kept {kept}, e.g. {example}")
     grouped = sub.groupby(gid, sort=True)
-    if on_conflict == "first":
-        merged = grouped.first()
-    elif on_conflict == "mean":
-        merged = grouped.last()
+    # error: no value disagrees, so the first and the last are the same; mean: of numbers, other values the last
+    merged = grouped.first() if on_conflict == "first" else grouped.last()
+    if on_conflict == "mean":
         numeric = [c for c in sub.columns if pd.api.types.is_numeric_dtype(sub[c].dtype)
                    and not pd.api.types.is_bool_dtype(sub[c].dtype)]
         if numeric:
             merged[numeric] = grouped[numeric].mean()
-    else:  # last; and error, where no value disagrees (first and last are then the same)
-        merged = grouped.last()
     heads = idx[np.r_[True, gid[1:] != gid[:-1]]] if len(idx) else idx
     keep = ~in_group
     codes = np.concatenate([codes[keep], codes[heads]])
@@ -499,11 +484,9 @@ def _metrics_bytes(path: Path) -> tuple[bytes, bool]:
     """The complete lines of a metrics.jsonl; True when a truncated last line was cut off. A missing file, or one
     that is not a regular file (a FIFO would block the read forever), reads as empty (the listing warns)."""
     try:
-        if not path.is_file():
-            return b"", False
-        data = path.read_bytes()
+        data = path.read_bytes() if path.is_file() else b""
     except FileNotFoundError:
-        return b"", False
+        data = b""
     cut = data.rfind(b"\n") + 1
     return data[:cut], cut < len(data) and bool(data[cut:].strip())
 
@@ -518,11 +501,8 @@ def _keys_in_first_line(data: bytes) -> int:
 
 
 def _is_step(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    """A whole number that is not a bool (inf and nan are not whole)."""
+    return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
 
 
 def _as_number(value: Any) -> tuple[float, bool]:
@@ -545,8 +525,7 @@ def _lines(numbers: list[int]) -> str:
     return f"line {shown}" if len(numbers) == 1 else f"lines {shown}" + (", ..." if len(numbers) > SHOWN else "")
 
 
-def _parse_lines(data: bytes, keys: Sequence[str] | None, path: Path | str = METRICS,
-                 warn: list[str] | None = None) -> pd.DataFrame:
+def _parse_lines(data: bytes, keys: Sequence[str] | None, path: Path | str, warn: list[str] | None) -> pd.DataFrame:
     """JSON lines parsed one by one, one 2-D array per key set; only ``keys`` kept when given.
 
     Blank lines are skipped. A line that is not a JSON object with a whole-number ``step`` is skipped and, like a
@@ -593,18 +572,14 @@ def _parse_lines(data: bytes, keys: Sequence[str] | None, path: Path | str = MET
             picks = [j for j, c in enumerate(schema) if c in columns]
             table = np.empty((len(values), len(picks)), dtype=float)
             for r, row in enumerate(values):
-                for out, j in enumerate(picks):
-                    if schema[j] == "step":
-                        table[r, out] = float(row[j])
-                        continue
+                for out, j in enumerate(picks):  # steps are whole numbers (_is_step): read as they are
                     table[r, out], ok = _as_number(row[j])
                     if not ok:
                         not_numbers.append((lines[r] + 1, schema[j], row[j]))
             frame = pd.DataFrame(table, columns=[schema[j] for j in picks], index=lines)
         frames.append(frame)
     if not_numbers and warn is not None:
-        not_numbers.sort(key=lambda t: t[0])
-        line, key, value = not_numbers[0]
+        line, key, value = min(not_numbers, key=lambda t: t[0])
         shown = value if not isinstance(value, str) or len(value) <= 40 else value[:37] + "..."
         warn.append(f"{path}: {len(not_numbers)} value(s) are not numbers, read as missing, e.g. line {line} "
                     f"'{key}' = {shown!r}; expected numbers")
@@ -649,17 +624,11 @@ def _parse_metrics(data: bytes, path: Path | str, keys: Sequence[str] | None = N
     return frame
 
 
-def read_metrics_file(path: Path, warn: list[str] | None = None) -> tuple[pd.DataFrame, bool]:
-    """A run's metrics.jsonl as a frame (step + one column per key); True when a truncated last line was skipped."""
-    data, truncated = _metrics_bytes(path)
-    return _parse_metrics(data, path, warn=warn), truncated
-
-
 _RUN_KEY = "__sweepkit_run__"
 
 
 def _read_many_metrics(paths: list[Path], warn: list[str], run_ids: list[str],
-                       keys: Sequence[str] | None = None) -> pd.DataFrame:
+                       keys: Sequence[str] | None) -> pd.DataFrame:
     """Metrics of many runs: narrow lines in one pyarrow parse (each line tagged with its run), else file by file."""
     datas = []
     for i, path in enumerate(paths):
@@ -692,12 +661,8 @@ def _read_many_metrics(paths: list[Path], warn: list[str], run_ids: list[str],
 
 
 def _jsonable_config(config: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, (list, tuple, dict)):
-            value = json.dumps(value, sort_keys=True)
-        out[key] = coerce_number(value)
-    return out
+    return {key: coerce_number(json.dumps(value, sort_keys=True) if isinstance(value, (list, tuple, dict)) else value)
+            for key, value in config.items()}
 
 
 @dataclass
@@ -739,20 +704,16 @@ def _scan_run_folders(root: Path, warnings: list[str]) -> _Folders:
         if (run_dir / SUMMARY).is_file():
             summary = _read_json(run_dir / SUMMARY)
         else:
-            frame, _ = read_metrics_file(run_dir / METRICS)
+            frame = _parse_metrics(_metrics_bytes(run_dir / METRICS)[0], run_dir / METRICS)
             summary = {c: frame[c].dropna().iloc[-1] for c in frame.columns if c != "step" and frame[c].notna().any()}
         tags = meta.get("tags") or []
-        row: dict[str, Any] = {
-            "run_id": run_id,
-            "name": str(meta.get("name") or run_id),
-            "state": str(meta.get("state") or "running"),
+        rows.append({
+            "run_id": run_id, "name": str(meta.get("name") or run_id), "state": str(meta.get("state") or "running"),
             "created_at": pd.Timestamp(meta["created_at"]) if meta.get("created_at") else pd.NaT,
             "tags": ",".join(sorted(str(t) for t in tags)) if isinstance(tags, list) else str(tags),
-        }
-        row.update({CONFIG_PREFIX + k: v for k, v in _jsonable_config(flatten_config(dict(config or {}))).items()})
-        row.update({SUMMARY_PREFIX + k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                    for k, v in dict(summary or {}).items()})
-        rows.append(row)
+            **{CONFIG_PREFIX + k: v for k, v in _jsonable_config(flatten_config(dict(config or {}))).items()},
+            **{SUMMARY_PREFIX + k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+               for k, v in dict(summary or {}).items()}})
     runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(RUN_COLUMNS))
     return _Folders(runs, dirs)
 
@@ -800,12 +761,9 @@ class LocalTracker(TrackerBase):
         """(Re)read what is at ``path`` (files are kept while their size and mtime are unchanged); the warnings of
         the load are given again by every call (``self.warnings``)."""
         path = self.path
-        if not path.exists():
-            if path.is_symlink():
-                raise UserError(f"tracker.path: {path} is a broken symbolic link; expected a CSV/parquet file or a folder")
-            raise UserError(f"tracker.path: {path} does not exist; expected a CSV/parquet file or a folder")
-        if not path.is_dir() and not path.is_file():  # reading a FIFO (or a device) could block forever
+        if path.exists() and not path.is_dir() and not path.is_file():  # reading a FIFO (or a device) could block
             raise UserError(f"tracker.path: {path} is {_kind(path)}; expected a regular CSV/parquet file or a folder")
+        check_root(path, "a CSV/parquet file or a folder")  # missing, or a broken link
         odd = _odd_entries(path) if path.is_dir() else []
         if path.is_dir() and (any(path.glob(f"*/{META}")) or (path / META).is_file()):
             warnings: list[str] = list(odd)
@@ -870,11 +828,9 @@ class LocalTracker(TrackerBase):
         """Runs table (RunSet.runs layout) of the runs the selection admits."""
         self._load()
         if self._folders is not None:
-            runs = self._folders.runs
-        else:
-            parts = [f.runs for f in (self._wide, self._static) if f is not None]
-            runs = pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1 else parts[0].copy()
-        return runs
+            return self._folders.runs
+        parts = [f.runs for f in (self._wide, self._static) if f is not None]
+        return pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1 else parts[0].copy()
 
     def read_history(self, runs: pd.DataFrame, keys: Sequence[str] | None) -> pd.DataFrame:
         """Wide history (run_id, step, one float column per key) of the given runs; all numeric columns when None."""
@@ -885,11 +841,8 @@ class LocalTracker(TrackerBase):
         if self._folders is not None:
             parts = [self._folder_history(wanted, keys)]
         else:
-            parts = []
-            if self._wide is not None:
-                parts.append(self._wide_history(wanted, keys))
-            if self._static is not None:
-                parts.append(self._static_history(wanted, keys))
+            sources = ((self._wide, self._wide_history), (self._static, self._static_history))
+            parts = [read(wanted, keys) for source, read in sources if source is not None]
         parts = [p for p in parts if len(p)] or parts[:1]
         out = pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1 else parts[0]
         return _finish_history(out, keys)
@@ -906,9 +859,8 @@ class LocalTracker(TrackerBase):
         out = {"run_id": _take_strings(run_ids, wide.codes[mask]), "step": wide.steps[mask]}
         for c in cols:
             col = wide.values[c]
-            values = col.to_numpy(dtype=float, na_value=np.nan) if c in wide.numeric else \
-                pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            out[c] = values[mask]
+            numbers = col if c in wide.numeric else pd.to_numeric(col, errors="coerce")
+            out[c] = numbers.to_numpy(dtype=float, na_value=np.nan)[mask]
         return pd.DataFrame(out)
 
     def _static_history(self, wanted: list[str], keys: list[str] | None) -> pd.DataFrame:

@@ -79,8 +79,7 @@ def normalize_uri(uri: str | None) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return scrub(text[:300])
+    return scrub((" ".join(str(exc).split()) or type(exc).__name__)[:300])
 
 
 def _transient(exc: BaseException) -> bool:
@@ -239,11 +238,8 @@ class MlflowTracker(TrackerBase):
     def _experiment_id(self) -> str:
         """Resolve the experiment name (or id); an unknown one lists those that exist."""
         if self._direct_sqlite():
-            source = SqlSource(self.uri, stats=self.stats)
-            try:
+            with contextlib.closing(SqlSource(self.uri, stats=self.stats)) as source:
                 found, names = self._retrying(lambda: source.experiment(self.experiment))
-            finally:
-                source.close()
             if found is not None:
                 return found
             self._unknown_experiment(names)
@@ -308,11 +304,14 @@ class MlflowTracker(TrackerBase):
         return selection.apply(table)
 
     def _search(self, exp_id: str, filter_string: str) -> list:
-        if self._direct_sqlite():
-            return self._search_sqlite(exp_id)
         runs: list = []
         token = None
         with progress_bar(None, "listing mlflow runs", self._progress) as bar:
+            if self._direct_sqlite():  # all active runs straight from the store (no filter string to evaluate)
+                with contextlib.closing(SqlSource(self.uri, stats=self.stats)) as source:
+                    runs = self._retrying(lambda: source.list_runs(exp_id))
+                bar.update(len(runs))
+                return runs
             while True:
                 page = self._retrying(lambda t=token: self._client.search_runs(
                     [exp_id], filter_string=filter_string, max_results=PAGE_SIZE, page_token=t,
@@ -322,17 +321,6 @@ class MlflowTracker(TrackerBase):
                 token = page.token
                 if not token or not len(page):
                     return runs
-
-    def _search_sqlite(self, exp_id: str) -> list:
-        """All active runs of the experiment straight from a sqlite store (no filter string to evaluate)."""
-        source = SqlSource(self.uri, stats=self.stats)
-        try:
-            with progress_bar(None, "listing mlflow runs", self._progress) as bar:
-                runs = self._retrying(lambda: source.list_runs(exp_id))
-                bar.update(len(runs))
-            return runs
-        finally:
-            source.close()
 
     @staticmethod
     def _run_row(run: Any) -> tuple[dict[str, Any], _RunMeta]:
@@ -347,10 +335,8 @@ class MlflowTracker(TrackerBase):
             "created_at": pd.Timestamp(info.start_time, unit="ms", tz="UTC") if info.start_time else pd.NaT,
             "tags": ",".join(user_tags),
         }
-        for key, value in sorted(data.params.items()):
-            row[CONFIG_PREFIX + key] = coerce_number(value)
-        for key, value in sorted(data.metrics.items()):
-            row[SUMMARY_PREFIX + key] = float(value)
+        row.update({CONFIG_PREFIX + key: coerce_number(value) for key, value in sorted(data.params.items())})
+        row.update({SUMMARY_PREFIX + key: float(value) for key, value in sorted(data.metrics.items())})
         metric_objs = list(getattr(data, "_metric_objs", []) or [])
         last_steps = {m.key: int(m.step) for m in metric_objs}
         newest = max((int(m.timestamp) for m in metric_objs), default=0)
@@ -442,8 +428,7 @@ class MlflowTracker(TrackerBase):
         fetched from its first step; anything else (fewer points, a new point stamped before ``t``, e.g. a skewed
         clock) fetches the run in full. Newest timestamps are looked up only for keys that changed (or were never
         cached), so an unchanged run, even one left RUNNING by a dead process, costs one count per key."""
-        source = SqlSource(self.uri, stats=self.stats)
-        try:
+        with contextlib.closing(SqlSource(self.uri, stats=self.stats)) as source:
             now = self._retrying(lambda: source.counts(run_ids, keys))
             marks, firsts, since, stale = [], [], {}, []
             for run_id in run_ids:
@@ -468,8 +453,6 @@ class MlflowTracker(TrackerBase):
             found = self._retrying(lambda: source.changed_since(marks)) if marks else {}
             first = self._retrying(lambda: source.first_steps(firsts)) if firsts else {}
             newest = self._retrying(lambda: source.newest(stale)) if stale else {}
-        finally:
-            source.close()
         lowest: dict[str, list[int]] = defaultdict(list)
         for run_id, k, _ in marks:
             n_old, _, e_old = _points_of(hits[run_id].fingerprint, k)
@@ -601,7 +584,7 @@ class MlflowTracker(TrackerBase):
             exp_id = exp.experiment_id
         tag_map = dict(tags) if isinstance(tags, Mapping) else {str(t): "" for t in (tags or [])}
         run = client.create_run(exp_id, run_name=str(name), tags={str(k): str(v) for k, v in tag_map.items()})
-        writer = MlflowRunWriter(client, run.info.run_id, flush_every=self.flush_every)
+        writer = MlflowRunWriter(client, run.info.run_id, flush_every=self.flush_every, name=str(name))
         if config:
             writer.log_config(config)
         return writer
@@ -609,9 +592,7 @@ class MlflowTracker(TrackerBase):
 
 def _points_of(fingerprint: Mapping[str, Any] | None, key: str) -> tuple[int, int, int]:
     """(points, newest timestamp, points at it) of one key in a fingerprint; (0, 0, 0) when it has none."""
-    entry = (fingerprint or {}).get(key)
-    if not entry:
-        return 0, 0, 0
+    entry = (fingerprint or {}).get(key) or (0, 0, 0)
     return int(entry[0]), int(entry[1]), int(entry[2])
 
 
@@ -738,9 +719,10 @@ class MlflowRunWriter(RunWriterBase):
 
     statuses = STATUS
 
-    def __init__(self, client: Any, run_id: str, flush_every: int = 100):
+    def __init__(self, client: Any, run_id: str, flush_every: int = 100, name: str | None = None):
         self.client = client
-        self.run_id = self.name = run_id  # the writer is given the run's id only
+        self.run_id = run_id
+        self.name = run_id if name is None else str(name)
         self.flush_every = max(int(flush_every), 1)
         self._buffer: list = []
         self._steps = 0
@@ -757,19 +739,12 @@ class MlflowRunWriter(RunWriterBase):
     def _where(self) -> str:
         return "MLflow"
 
-    def _value(self, key: str, value: Any, step: int) -> float:
-        try:
-            return super()._value(key, value, step)
-        except UserError:
-            raise UserError(f"log_metrics: metric '{key}' at step {step} is not a number: {value!r}") from None
-
     def _write_metrics(self, values: dict[str, float], step: int) -> None:
         """Buffer metrics at a step; flushed every ``flush_every`` steps and at finish."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        stamp = max(now, self._last_ts + 1)  # strictly increasing: a re-logged step keeps the newest value
-        self._last_ts = stamp
+        # strictly increasing: a re-logged step keeps the newest value
+        stamp = self._last_ts = max(int(time.time() * 1000), self._last_ts + 1)
         self._buffer.extend(Metric(key, number, stamp, step) for key, number in values.items())
         self._steps += 1
         if self._steps % self.flush_every == 0:
@@ -783,10 +758,7 @@ class MlflowRunWriter(RunWriterBase):
 
     def _store_artifact(self, src: Path) -> None:
         """Upload a file (or folder) as an artifact of the run."""
-        if src.is_dir():
-            self.client.log_artifacts(self.run_id, str(src))
-        else:
-            self.client.log_artifact(self.run_id, str(src))
+        (self.client.log_artifacts if src.is_dir() else self.client.log_artifact)(self.run_id, str(src))
 
     def _close(self, status: str) -> None:
         """Flush and mark the run FINISHED, FAILED or KILLED."""

@@ -23,6 +23,7 @@ in a read-only transaction.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -144,6 +145,11 @@ class SqlSource:
             self._indexes = found
         return self._indexes[kind]
 
+    def _hint(self, conn: sqlite3.Connection, kind: str) -> str:
+        """`` INDEXED BY "<name>"`` for the index of a plan (see ``_index``), or "" when the store has none."""
+        name = self._index(conn, kind)
+        return f' INDEXED BY "{name}"' if name else ""
+
     @staticmethod
     def _fill(conn: sqlite3.Connection, run_ids: Sequence[str], keys: Sequence[str],
               est: Mapping[str, int] | None = None) -> None:
@@ -184,12 +190,11 @@ class SqlSource:
         conn.executemany("UPDATE want_keys SET scale = ? WHERE key = ?",
                          [(2.0 ** _scale_exponent(ref), key) for key, ref in refs])
         pk = self._index(conn, "pk")
-        requested = sum(est.values())
         key_major = False
         if pk is not None:
             (total,) = conn.execute("SELECT coalesce(sum(max(lm.step, 0) + 1), 0) FROM want_keys k "
                                     "CROSS JOIN latest_metrics lm WHERE lm.key = k.key").fetchone()
-            key_major = requested * 4 >= int(total or 0)
+            key_major = sum(est.values()) * 4 >= int(total or 0)
         if FORCE_PLAN in ("key", "run"):
             key_major = pk is not None and FORCE_PLAN == "key"
         aggs = ("k.idx, count(*), group_concat(m.step * ? + r.idx), group_concat(CAST(m.value * k.scale AS INTEGER)), "
@@ -198,19 +203,14 @@ class SqlSource:
             sql = (f'SELECT {aggs} FROM want_keys k CROSS JOIN metrics m INDEXED BY "{pk}" CROSS JOIN want_runs r '
                    "WHERE m.key = k.key AND m.run_uuid = r.run_uuid GROUP BY k.key")
         else:
-            run_key = self._index(conn, "run_key")
-            indexed = f' INDEXED BY "{run_key}"' if run_key else ""
             sql = (f"SELECT {aggs}, group_concat(m.timestamp) "
-                   f"FROM want_runs r CROSS JOIN want_keys k CROSS JOIN metrics m{indexed} "
+                   f"FROM want_runs r CROSS JOIN want_keys k CROSS JOIN metrics m{self._hint(conn, 'run_key')} "
                    "WHERE m.run_uuid = r.run_uuid AND m.key = k.key GROUP BY r.run_uuid, k.key")
         self.stats["queries"] += 1
         self.stats["key_major" if key_major else "run_major"] += 1
         cursor = conn.execute(sql, (mult,))
         parts, redo = [], []
-        while True:
-            groups = cursor.fetchmany(512)
-            if not groups:
-                break
+        for groups in iter(lambda: cursor.fetchmany(512), []):
             part, bad = self._decode(groups, mult, with_ts=not key_major)
             parts.append(part)
             redo.extend(bad)
@@ -222,10 +222,8 @@ class SqlSource:
         else:
             kidx = ridx = step = ts = np.zeros(0, dtype=np.int64)
             value = np.zeros(0)
-        if not key_major:
-            order = ts
-        else:  # the index is ordered (key, timestamp, step, run, value): arrival order is the logging order
-            order = np.arange(len(step), dtype=np.int64)
+        # key-major: the index is ordered (key, timestamp, step, run, value), so arrival order is the logging order
+        order = np.arange(len(step), dtype=np.int64) if key_major else ts
         frame = pd.DataFrame({
             "run_id": pd.Categorical.from_codes(ridx, dtype=run_cat),
             "key": pd.Categorical.from_codes(kidx, dtype=key_cat),
@@ -290,8 +288,7 @@ class SqlSource:
         index, which holds every column it needs (no point is read from the table)."""
         conn = self._sqlite()
         self._fill(conn, run_ids, keys)
-        run_key = self._index(conn, "run_key")
-        by_run = f' INDEXED BY "{run_key}"' if run_key else ""
+        by_run = self._hint(conn, "run_key")
         self.stats["check_queries"] += 1
         rows = conn.execute(
             "SELECT r.run_uuid, k.key, (SELECT count(*) FROM metrics m" + by_run + " WHERE m.run_uuid = r.run_uuid "
@@ -307,8 +304,7 @@ class SqlSource:
         timestamp, ...), which stops at the run's newest point (a few entries for a run that is logging)."""
         conn = self._sqlite()
         self._marks(conn, [(r, k, 0) for r, k in pairs])
-        pk = self._index(conn, "pk")
-        by_pk = f' INDEXED BY "{pk}"' if pk else ""
+        by_pk = self._hint(conn, "pk")
         self.stats["check_queries"] += 2
         conn.execute("UPDATE want_marks SET ts = (SELECT m.timestamp FROM metrics m" + by_pk + " WHERE m.key = "
                      "want_marks.key AND m.run_uuid = want_marks.run_uuid ORDER BY m.timestamp DESC LIMIT 1)")
@@ -322,8 +318,7 @@ class SqlSource:
         of the primary key: only the newest points are read)."""
         conn = self._sqlite()
         self._marks(conn, marks)
-        pk = self._index(conn, "pk")
-        by_pk = f' INDEXED BY "{pk}"' if pk else ""
+        by_pk = self._hint(conn, "pk")
         self.stats["check_queries"] += 1
         rows = conn.execute(
             "SELECT w.run_uuid, w.key, count(*), min(m.step) FROM want_marks w CROSS JOIN metrics m" + by_pk +
@@ -334,8 +329,7 @@ class SqlSource:
         """``{(run, key): lowest step}`` (the first entry of the (run, key, step) index)."""
         conn = self._sqlite()
         self._marks(conn, [(r, k, 0) for r, k in pairs])
-        run_key = self._index(conn, "run_key")
-        by_run = f' INDEXED BY "{run_key}"' if run_key else ""
+        by_run = self._hint(conn, "run_key")
         self.stats["check_queries"] += 1
         rows = conn.execute(
             "SELECT w.run_uuid, w.key, (SELECT min(m.step) FROM metrics m" + by_run + " WHERE m.run_uuid = w.run_uuid "
@@ -371,7 +365,7 @@ class SqlSource:
         finally:
             self.stats["listing_queries"] += 1
 
-    def list_runs(self, experiment_id: str, run_ids: Sequence[str] | None = None) -> list[SimpleNamespace]:
+    def list_runs(self, experiment_id: str) -> list[SimpleNamespace]:
         """The experiment's active runs, shaped like ``mlflow.entities.Run`` as far as the adapter reads them
         (``info``: run_id, run_name, status, start_time, end_time; ``data``: params, tags, metrics, _metric_objs).
 
@@ -382,9 +376,6 @@ class SqlSource:
         where = "experiment_id = ? AND lifecycle_stage = 'active'"
         runs = conn.execute(f"SELECT run_uuid, name, status, start_time, end_time FROM runs WHERE {where} "
                             "ORDER BY start_time, run_uuid", (int(experiment_id),)).fetchall()
-        if run_ids is not None:
-            wanted = set(run_ids)
-            runs = [r for r in runs if r[0] in wanted]
         self._fill(conn, [r[0] for r in runs], [])
         out: dict[str, SimpleNamespace] = {}
         for run_uuid, name, status, start, end in runs:
@@ -392,10 +383,9 @@ class SqlSource:
             out[run_uuid] = SimpleNamespace(info=info, data=SimpleNamespace(params={}, tags={}, metrics={},
                                                                             _metric_objs=[]))
         join = "FROM want_runs w CROSS JOIN {t} x WHERE x.run_uuid = w.run_uuid"
-        for run_uuid, key, value in conn.execute("SELECT x.run_uuid, x.key, x.value " + join.format(t="params")):
-            out[run_uuid].data.params[key] = value
-        for run_uuid, key, value in conn.execute("SELECT x.run_uuid, x.key, x.value " + join.format(t="tags")):
-            out[run_uuid].data.tags[key] = value
+        for table in ("params", "tags"):
+            for run_uuid, key, value in conn.execute("SELECT x.run_uuid, x.key, x.value " + join.format(t=table)):
+                getattr(out[run_uuid].data, table)[key] = value
         for run_uuid, key, value, step, stamp, is_nan in conn.execute(
                 "SELECT x.run_uuid, x.key, x.value, x.step, x.timestamp, x.is_nan " + join.format(t="latest_metrics")):
             data = out[run_uuid].data
@@ -473,10 +463,8 @@ class SqlSource:
         with self._lock:
             conns, self._conns = self._conns, []
         for conn in conns:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
         self._local = threading.local()
         if self._engine is not None:
             self._engine.dispose()

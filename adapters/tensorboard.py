@@ -140,8 +140,7 @@ def _zero_powers() -> tuple[tuple[int, ...], ...]:
     z = tuple(int(t[(1 << b) & 0xFF]) ^ ((1 << b) >> 8) for b in range(32))
     powers = [z]
     for _ in range(47):
-        last = powers[-1]
-        powers.append(tuple(_apply_int(last, c) for c in last))
+        powers.append(tuple(_apply_int(powers[-1], c) for c in powers[-1]))
     return tuple(powers)
 
 
@@ -215,27 +214,25 @@ def crc32c_many(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np
     if not len(starts):
         return np.zeros(0, dtype=np.uint32)
     ends = starts + lengths
-    raw = np.zeros(len(starts), dtype=np.uint32)
     small = lengths <= _SMALL
     if small.all():
-        raw = _raw_lanes(data, ends, lengths)
-    else:
-        if small.any():
-            raw[small] = _raw_lanes(data, ends[small], lengths[small])
-        powers = _zero_powers()
-        for i in np.flatnonzero(~small):
-            n_lanes = int(-(-lengths[i] // _SMALL))
-            size = 1 << (n_lanes - 1).bit_length()  # leading zero lanes up to a power of two change nothing
-            lane_ends = ends[i] - _SMALL * np.arange(n_lanes - 1, -1, -1, dtype=np.int64)
-            lane_lens = np.full(n_lanes, _SMALL, dtype=np.int64)
-            lane_lens[0] = lengths[i] - _SMALL * (n_lanes - 1)
-            regs = np.zeros(size, dtype=np.uint32)
-            regs[size - n_lanes:] = _raw_lanes(data, lane_ends, lane_lens)
-            level = 8  # a lane is 2^8 bytes; at each level the right half is 2^level bytes long
-            while len(regs) > 1:
-                regs = _apply(powers[level], regs[0::2]) ^ regs[1::2]
-                level += 1
-            raw[i] = regs[0]
+        return _raw_lanes(data, ends, lengths) ^ _init_terms(lengths)
+    raw = np.zeros(len(starts), dtype=np.uint32)
+    if small.any():
+        raw[small] = _raw_lanes(data, ends[small], lengths[small])
+    for i in np.flatnonzero(~small):
+        n_lanes = int(-(-lengths[i] // _SMALL))
+        size = 1 << (n_lanes - 1).bit_length()  # leading zero lanes up to a power of two change nothing
+        lane_ends = ends[i] - _SMALL * np.arange(n_lanes - 1, -1, -1, dtype=np.int64)
+        lane_lens = np.full(n_lanes, _SMALL, dtype=np.int64)
+        lane_lens[0] = lengths[i] - _SMALL * (n_lanes - 1)
+        regs = np.zeros(size, dtype=np.uint32)
+        regs[size - n_lanes:] = _raw_lanes(data, lane_ends, lane_lens)
+        level = 8  # a lane is 2^8 bytes; at each level the right half is 2^level bytes long
+        while len(regs) > 1:
+            regs = _apply(_zero_powers()[level], regs[0::2]) ^ regs[1::2]
+            level += 1
+        raw[i] = regs[0]
     return raw ^ _init_terms(lengths)
 
 
@@ -375,17 +372,15 @@ def read_records(buf: bytes) -> Framed:
             ln = np.asarray(lens, dtype=np.int64)
             head, body = _checks(arr, o, ln)
             good = head & body
-            if good.all():
-                offs_parts.append(o)
-                lens_parts.append(ln)
+            i = len(good) if good.all() else int(np.argmin(good))  # the first bad record
+            offs_parts.append(o[:i])
+            lens_parts.append(ln[:i])
+            if i == len(good):
                 pos = stop
                 if pos >= n or limited:
                     continue  # the end, or the walk's batch limit: walk on
                 bad = pos
             else:
-                i = int(np.argmin(good))
-                offs_parts.append(o[:i])
-                lens_parts.append(ln[:i])
                 bad = int(o[i])
                 if head[i]:
                     hint = int(o[i] + 16 + ln[i])
@@ -412,18 +407,12 @@ def _protos() -> Any:
     return event_pb2, summary_pb2, types_pb2, plugin_data_pb2
 
 
-def _number(value: float) -> Any:
-    """An hparams number as an int when it is whole (the plugin keeps every number as a double)."""
-    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
-        return int(value)
-    return value
-
-
 def _proto_value(value: Any) -> Any:
     """A google.protobuf.Value as a Python value."""
     kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        return _number(value.number_value)
+    if kind == "number_value":  # an int when whole (the plugin keeps every number as a double)
+        number = value.number_value
+        return int(number) if math.isfinite(number) and number == int(number) and abs(number) < 2**53 else number
     if kind == "string_value":
         return value.string_value
     if kind == "bool_value":
@@ -452,24 +441,18 @@ class _Points:
 
 def _tensor_scalar(tensor: Any, types_pb2: Any) -> float | None:
     """The value of a float/double/half tensor of empty shape, else None."""
-    if len(tensor.tensor_shape.dim):
+    kinds = {types_pb2.DT_FLOAT: ("<f4", "float_val"), types_pb2.DT_DOUBLE: ("<f8", "double_val"),
+             types_pb2.DT_HALF: ("<f2", "half_val")}
+    if len(tensor.tensor_shape.dim) or tensor.dtype not in kinds:
         return None
-    dtype = tensor.dtype
+    fmt, repeated = kinds[tensor.dtype]
     content = tensor.tensor_content
-    if dtype == types_pb2.DT_FLOAT:
-        if content:
-            return float(np.frombuffer(content, "<f4")[0]) if len(content) == 4 else None
-        return float(tensor.float_val[0]) if len(tensor.float_val) == 1 else None
-    if dtype == types_pb2.DT_DOUBLE:
-        if content:
-            return float(np.frombuffer(content, "<f8")[0]) if len(content) == 8 else None
-        return float(tensor.double_val[0]) if len(tensor.double_val) == 1 else None
-    if dtype == types_pb2.DT_HALF:
-        if content:
-            return float(np.frombuffer(content, "<f2")[0]) if len(content) == 2 else None
-        if len(tensor.half_val) == 1:
-            return float(np.array([tensor.half_val[0]], np.uint16).view(np.float16)[0])
-    return None
+    if content:
+        return float(np.frombuffer(content, fmt)[0]) if len(content) == np.dtype(fmt).itemsize else None
+    vals = getattr(tensor, repeated)
+    if len(vals) != 1:
+        return None
+    return float(np.array([vals[0]], np.uint16).view(np.float16)[0]) if fmt == "<f2" else float(vals[0])
 
 
 def _decode(buf: bytes, framed: Framed, acc: _Points, file_no: int) -> None:
@@ -477,8 +460,7 @@ def _decode(buf: bytes, framed: Framed, acc: _Points, file_no: int) -> None:
     event_pb2, _, types_pb2, plugin_data_pb2 = _protos()
     from_string = event_pb2.Event.FromString
     decode_error = _decode_error()
-    tags, steps, walls, values = acc.tags, acc.steps, acc.walls, acc.values
-    add_tag, add_step, add_wall, add_value = tags.append, steps.append, walls.append, values.append
+    add_tag, add_step, add_wall, add_value = acc.tags.append, acc.steps.append, acc.walls.append, acc.values.append
     plugins: dict[str, str] = {}
     offsets = (framed.offsets + 12).tolist()
     ends = (framed.offsets + 12 + framed.lengths).tolist()
@@ -510,17 +492,13 @@ def _decode(buf: bytes, framed: Framed, acc: _Points, file_no: int) -> None:
                 add_wall(wall)
                 add_value(v.simple_value)
                 continue
-            kind = v.WhichOneof("value")
             tag = v.tag
-            if v.HasField("metadata"):
-                plugin = v.metadata.plugin_data.plugin_name
-                if plugin:
-                    plugins.setdefault(tag, plugin)
-                else:
-                    plugin = plugins.get(tag, "")
+            plugin = v.metadata.plugin_data.plugin_name if v.HasField("metadata") else ""
+            if plugin:
+                plugins.setdefault(tag, plugin)
             else:
                 plugin = plugins.get(tag, "")
-            if plugin == SCALARS_PLUGIN and kind == "tensor":
+            if plugin == SCALARS_PLUGIN and v.WhichOneof("value") == "tensor":
                 value = _tensor_scalar(v.tensor, types_pb2)
                 if value is None:
                     acc.odd_tensors[tag] = acc.odd_tensors.get(tag, 0) + 1
@@ -655,6 +633,14 @@ def _read_yaml(path: Path, warnings: list[str]) -> dict[str, Any] | None:
     return {k: json.loads(json.dumps(v, default=str)) for k, v in flat.items()}  # dates and the like as text
 
 
+def _merge_hparams(hparams: dict[str, Any], conflicts: list[str], new: Mapping[str, Any]) -> None:
+    """Merge ``new`` into ``hparams`` (later values win), noting each key whose value changed in ``conflicts``."""
+    for k, v in new.items():
+        if k in hparams and hparams[k] != v and k not in conflicts:
+            conflicts.append(k)
+        hparams[k] = v
+
+
 def parse_folder(folder: str, files: Sequence[str], hparams_file: str | None = "hparams.yaml",
                  label: str | None = None) -> FolderRead:
     """Read one run folder's event files (``files``: names inside ``folder``) completely."""
@@ -700,15 +686,11 @@ def parse_folder(folder: str, files: Sequence[str], hparams_file: str | None = "
     hparams: dict[str, Any] = {}
     conflicts: list[str] = []
     for _, _, hp in sorted(acc.hparams, key=lambda h: (h[0], h[1])):
-        for k, v in hp.items():
-            if k in hparams and hparams[k] != v and k not in conflicts:
-                conflicts.append(k)
-            hparams[k] = v
+        _merge_hparams(hparams, conflicts, hp)
     status = max(acc.statuses, key=lambda s: (s[0], s[1]))[2] if acc.statuses else None
     yaml_config = _read_yaml(folder_path / hparams_file, warnings) if hparams_file else None
-    meta = FolderMeta(keys, len(steps), most, last, hparams, conflicts, yaml_config, status, torn_last,
-                      acc.first_wall, warnings)
-    return FolderRead(steps, matrix, meta)
+    return FolderRead(steps, matrix, FolderMeta(keys, len(steps), most, last, hparams, conflicts, yaml_config,
+                                                status, torn_last, acc.first_wall, warnings))
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -731,10 +713,6 @@ class _Folder:
         return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _is_event_file(name: str) -> bool:
-    return name.startswith(EVENT_PREFIX) and not name.endswith((".tmp", ".lock"))
-
-
 def discover(root: Path, hparams_file: str | None, warnings: list[str]) -> list[_Folder]:
     """Every folder under ``root`` (``root`` included) that holds event files, in path order."""
     found: dict[str, _Folder] = {}
@@ -744,16 +722,16 @@ def discover(root: Path, hparams_file: str | None, warnings: list[str]) -> list[
         try:
             st = here.stat()
         except OSError:
-            dirnames[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen:  # a link back up the tree (or a folder linked twice): once only
+            st = None
+        # an unreadable folder is skipped; a link back up the tree (or a folder linked twice) is read once only
+        if st is None or (st.st_dev, st.st_ino) in seen:
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         events = []
         for name in sorted(filenames):
-            if not _is_event_file(name):
+            if not name.startswith(EVENT_PREFIX) or name.endswith((".tmp", ".lock")):
                 continue
             try:
                 st = (here / name).stat()
@@ -777,17 +755,8 @@ def discover(root: Path, hparams_file: str | None, warnings: list[str]) -> list[
             dirnames.remove(ARTIFACTS)
         rel = here.relative_to(root).as_posix()
         found[rel] = _Folder(rel, here, [e[0] for e in events], stats)
-    for rel, folder in found.items():
-        if rel == ".":
-            continue
-        up = Path(rel).parent.as_posix()
-        while True:
-            if up in found:
-                folder.parent = up
-                break
-            if up == ".":
-                break
-            up = Path(up).parent.as_posix()
+    for folder in found.values():
+        folder.parent = next((up for up in map(Path.as_posix, Path(folder.rel).parents) if up in found), None)
     return [found[k] for k in sorted(found)]
 
 
@@ -806,12 +775,6 @@ def _fork_context() -> Any:
     if any(t is not main and t.name != "tqdm_monitor" for t in threading.enumerate()):
         return None
     return multiprocessing.get_context("fork")
-
-
-def _hparams_session(meta: FolderMeta) -> bool:
-    """A folder that only holds an hparams session (what ``add_hparams`` writes): hparams and at most one point
-    per scalar tag."""
-    return bool(meta.hparams) and meta.most_points <= 1
 
 
 # --------------------------------------------------------------------------------------------- the tracker
@@ -933,10 +896,14 @@ class TensorBoardTracker(TrackerBase):
         folders = {rel: entry for rel, entry in index.items() if rel in self._folders}  # gone folders drop out
         for rel, (version, read) in self._reads.items():
             folders[rel] = {"version": version, "meta": read.meta.to_json()}
+        self._cache_save(cache, INDEX_ID, [], pd.DataFrame({"step": np.zeros(0, np.int64)}), "index",
+                         {"format": FORMAT, "folders": folders})
+
+    def _cache_save(self, cache: HistoryCache, *entry: Any) -> None:
+        """``cache.save(*entry)``; a cache that cannot be written is a warning, not a failed read."""
         try:
-            cache.save(INDEX_ID, [], pd.DataFrame({"step": np.zeros(0, np.int64)}), "index",
-                       {"format": FORMAT, "folders": folders})
-        except (OSError, TypeError, ValueError) as exc:  # an unwritable cache must not stop the read
+            cache.save(*entry)
+        except (OSError, TypeError, ValueError) as exc:
             self._warn(f"tensorboard: could not write the history cache under {cache.dir}: {type(exc).__name__}")
 
     def _prefilter(self, folders: list[_Folder], selection: Selection | None) -> list[_Folder]:
@@ -998,12 +965,8 @@ class TensorBoardTracker(TrackerBase):
         self._reads[folder.rel] = (version, read)
         self._metas[folder.rel] = read.meta
         self.stats["parsed"] += 1
-        if cache is None or not read.meta.keys:
-            return
-        try:
-            cache.save(folder.rel, read.meta.keys, read.frame(), version)
-        except (OSError, TypeError, ValueError) as exc:  # an unwritable cache must not stop the read
-            self._warn(f"tensorboard: could not write the history cache under {cache.dir}: {type(exc).__name__}")
+        if cache is not None and read.meta.keys:
+            self._cache_save(cache, folder.rel, read.meta.keys, read.frame(), version)
 
     def list_runs(self, selection: Selection) -> pd.DataFrame:
         """Runs table: one row per run folder (hparams sessions folded into the run above them)."""
@@ -1014,17 +977,14 @@ class TensorBoardTracker(TrackerBase):
             meta = self._metas.get(rel)
             if meta is None:
                 continue
-            if folder.parent is not None and folder.parent in self._metas and _hparams_session(meta):
+            # a folder that only holds an hparams session (what ``add_hparams`` writes): hparams and at most one
+            # point per scalar tag
+            if folder.parent in self._metas and meta.hparams and meta.most_points <= 1:
                 sessions.setdefault(folder.parent, []).append(rel)
             else:
                 runs.append(rel)
-        rows = []
-        self._runs = {}
-        for rel in runs:
-            run_id = self._run_id(rel)
-            self._runs[run_id] = rel
-            rows.append(self._row(run_id, rel, sessions.get(rel, [])))
-        table = pd.DataFrame(rows)
+        self._runs = {self._run_id(rel): rel for rel in runs}
+        table = pd.DataFrame([self._row(run_id, rel, sessions.get(rel, [])) for run_id, rel in self._runs.items()])
         for col in RUN_COLUMNS:
             if col not in table.columns:
                 table[col] = pd.Series(dtype=object)
@@ -1034,26 +994,17 @@ class TensorBoardTracker(TrackerBase):
 
     def _row(self, run_id: str, rel: str, sessions: list[str]) -> dict[str, Any]:
         meta = self._metas[rel]
-        for message in meta.warnings:
+        metas = [meta, *(self._metas[s] for s in sorted(sessions, key=lambda s: (self._metas[s].created or 0.0, s)))]
+        for message in (m for each in metas for m in each.warnings):
             self._warn(message)
         hparams = dict(meta.hparams)
         conflicts = list(meta.hparams_conflicts)
         metrics: dict[str, float] = {}
-        created = meta.created
-        status = meta.status
-        for sub in sorted(sessions, key=lambda s: (self._metas[s].created or 0.0, s)):
-            sub_meta = self._metas[sub]
-            for message in sub_meta.warnings:
-                self._warn(message)
-            for k, v in sub_meta.hparams.items():
-                if k in hparams and hparams[k] != v and k not in conflicts:
-                    conflicts.append(k)
-                hparams[k] = v
+        for sub_meta in metas[1:]:
+            _merge_hparams(hparams, conflicts, sub_meta.hparams)
             metrics.update(sub_meta.last)
-            if sub_meta.created is not None and (created is None or sub_meta.created < created):
-                created = sub_meta.created
-            if status is None:
-                status = sub_meta.status
+        created = min((m.created for m in metas if m.created is not None), default=None)
+        status = next((m.status for m in metas if m.status is not None), None)
         if conflicts:
             shown = ", ".join(conflicts[:5]) + (f" (+{len(conflicts) - 5} more)" if len(conflicts) > 5 else "")
             self._warn(f"run {run_id}: hparams logged more than once with different values ({shown}); "
@@ -1062,18 +1013,13 @@ class TensorBoardTracker(TrackerBase):
         for k, v in hparams.items():
             if k not in config and k.replace("/", ".") not in config:
                 config[k] = v
-        row: dict[str, Any] = {
-            "run_id": run_id,
-            "name": run_id,
-            "state": "crashed" if meta.torn_last else status or "finished",
-            "created_at": pd.Timestamp(created, unit="s", tz="UTC") if created else pd.NaT,
-            "tags": "",
-        }
-        for k, v in sorted(config.items()):
-            row[CONFIG_PREFIX + k] = v
+        row: dict[str, Any] = {"run_id": run_id, "name": run_id,
+                               "state": "crashed" if meta.torn_last else status or "finished",
+                               "created_at": pd.Timestamp(created, unit="s", tz="UTC") if created else pd.NaT,
+                               "tags": ""}
+        row.update({CONFIG_PREFIX + k: v for k, v in sorted(config.items())})
         summary = {**{k: v for k, v in metrics.items() if k not in meta.last}, **meta.last}
-        for k, v in sorted(summary.items()):
-            row[SUMMARY_PREFIX + k] = v
+        row.update({SUMMARY_PREFIX + k: v for k, v in sorted(summary.items())})
         return row
 
     # ------------------------------------------------------------------ read side: histories
@@ -1159,8 +1105,7 @@ class TensorBoardTracker(TrackerBase):
             if not put(i, self._arrays_of(rels[i], cache, parse=True)):
                 return self._history_by_run(run_ids, rels, wanted, cache)  # files changed under us: start over
         if int(kept.sum()) < len(values):
-            take = np.concatenate([np.arange(s, s + k) for s, k in zip(starts, kept)]) if len(rels) else \
-                np.zeros(0, np.int64)
+            take = np.concatenate([np.arange(s, s + k) for s, k in zip(starts, kept)])
             values, steps_out = values[take], steps_out[take]
         return _history_frame(run_ids, kept, steps_out, values, metrics)
 
@@ -1263,26 +1208,21 @@ class TensorBoardRunWriter(RunWriterBase):
         if config:
             self.log_config(config)
 
-    def _hparams(self, which: str, **fields: Any) -> None:
-        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-        from tensorboard.plugins.hparams import plugin_data_pb2
-
-        data = plugin_data_pb2.HParamsPluginData(version=0, **{which: fields.pop("info")})
-        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=HPARAMS_PLUGIN,
-                                                                      content=data.SerializeToString()))
-        tag = SESSION_START_TAG if which == "session_start_info" else SESSION_END_TAG
-        self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, metadata=meta)]))
+    def _hparams(self, which: str, info: Any) -> None:
+        _, summary_pb2, _, plugin_data_pb2 = _protos()
+        data = plugin_data_pb2.HParamsPluginData(version=0, **{which: info})
+        meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name=HPARAMS_PLUGIN, content=data.SerializeToString()))
+        value = summary_pb2.Summary.Value(tag=SESSION_START_TAG if which == "session_start_info" else SESSION_END_TAG,
+                                          metadata=meta)
+        self.writer._get_file_writer().add_summary(summary_pb2.Summary(value=[value]))
 
     def _end(self, status: int) -> None:
-        from tensorboard.plugins.hparams import plugin_data_pb2
-
-        self._hparams("session_end_info", info=plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time()))
+        self._hparams("session_end_info", _protos()[3].SessionEndInfo(status=status, end_time_secs=time.time()))
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Log the flattened config as an hparams session-start summary (None values are left out)."""
-        from tensorboard.plugins.hparams import plugin_data_pb2
-
-        info = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+        info = _protos()[3].SessionStartInfo(start_time_secs=time.time())
         for key, value in flatten_config(dict(config)).items():
             if value is None:
                 continue

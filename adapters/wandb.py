@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,14 +67,11 @@ class WandbTracker(TrackerBase):
 
     def setup(self, settings: WandbSettings) -> None:
         """Ranges checked; entity and project from the environment when unset; filters split."""
-        for key in ("timeout", "connect_timeout", "backoff"):
-            if getattr(settings, key) < 0:
-                raise UserError(f"tracker.{key}: expected a number of seconds >= 0, got {getattr(settings, key)!r}")
-        for key in ("max_workers", "per_page", "page_size"):
-            if getattr(settings, key) < 1:
-                raise UserError(f"tracker.{key}: expected an integer >= 1, got {getattr(settings, key)!r}")
-        if settings.retries < 0:
-            raise UserError(f"tracker.retries: expected an integer >= 0, got {settings.retries!r}")
+        bounds = [(key, "a number of seconds", 0) for key in ("timeout", "connect_timeout", "backoff")]
+        bounds += [(key, "an integer", 1) for key in ("max_workers", "per_page", "page_size")]
+        for key, kind, low in [*bounds, ("retries", "an integer", 0)]:
+            if getattr(settings, key) < low:
+                raise UserError(f"tracker.{key}: expected {kind} >= {low}, got {getattr(settings, key)!r}")
         self.entity = settings.entity or os.environ.get("WANDB_ENTITY") or None  # as wandb itself reads them
         self.project = settings.project or os.environ.get("WANDB_PROJECT") or None
         self.path = settings.path or None
@@ -124,10 +121,7 @@ class WandbTracker(TrackerBase):
         """Full history (run_id, step, one float column per key) of the given runs; all keys when None."""
         keys = [str(k) for k in keys] if keys else None
         run_ids = [str(r) for r in runs["run_id"]] if len(runs) else []
-        if self.is_offline:
-            frames = self._history_offline(run_ids, keys)
-        else:
-            frames = self._history_online(run_ids, keys)
+        frames = (self._history_offline if self.is_offline else self._history_online)(run_ids, keys)
         present = [f for f in frames if len(f)]
         if not present:
             return pd.DataFrame(columns=["run_id", "step", *(keys or [])])
@@ -137,7 +131,6 @@ class WandbTracker(TrackerBase):
 
     # offline ----------------------------------------------------------------
     def _list_offline(self) -> list[dict[str, Any]]:
-        rows: dict[str, dict[str, Any]] = {}
         self._offline_runs = {}
         found: list[str] = []
         files = offline.find_run_files(self.path or ".", found)
@@ -148,11 +141,9 @@ class WandbTracker(TrackerBase):
                 bar.update(1)
                 try:
                     run = offline.read_run_file(file)
-                except offline.CorruptRunFile as exc:
-                    self._warn(f"skipped W&B run file {file.parent.name}/{file.name}: {exc}")
-                    continue
-                except OSError as exc:
-                    self._warn(f"skipped W&B run file {file.parent.name}/{file.name}: {type(exc).__name__}")
+                except (offline.CorruptRunFile, OSError) as exc:
+                    why = type(exc).__name__ if isinstance(exc, OSError) else exc
+                    self._warn(f"skipped W&B run file {file.parent.name}/{file.name}: {why}")
                     continue
                 if self.sweep and run.sweep_id != self.sweep:
                     continue
@@ -169,8 +160,7 @@ class WandbTracker(TrackerBase):
                 if run.run_id in self._offline_runs:
                     self._warn(f"run {run.run_id} appears in several folders; kept {file.parent.name}")
                 self._offline_runs[run.run_id] = run
-                rows[run.run_id] = run.row()
-        return list(rows.values())
+        return [run.row() for run in self._offline_runs.values()]
 
     def _history_offline(self, run_ids: Sequence[str], keys: list[str] | None) -> list[pd.DataFrame]:
         missing = [r for r in run_ids if r not in self._offline_runs]
@@ -322,11 +312,10 @@ class WandbTracker(TrackerBase):
     def start_run(self, name: str, config: Mapping[str, Any] | None = None) -> "WandbRunWriter":
         """Start a W&B run (offline when tracker.offline or WANDB_MODE=offline; several per process)."""
         wandb = require_extra("wandb", "wandb", "tracker=wandb")
-        mode = "offline" if self.offline or os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") else None
         kwargs: dict[str, Any] = {"project": self.project or "sweepkit", "entity": self.entity, "name": name,
                                   "config": dict(config or {}), "reinit": "create_new"}
-        if mode:
-            kwargs["mode"] = mode
+        if self.offline or os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun"):
+            kwargs["mode"] = "offline"
         if self.path:
             folder = Path(self.path).expanduser()
             root = folder.parent if folder.name == "wandb" else folder
@@ -462,17 +451,14 @@ def _compare(value: Any, op: str, arg: Any) -> bool:
                     "($and $or $nor $eq $ne $in $nin $gt $gte $lt $lte $regex $exists)")
 
 
+_LOGIC: dict[str, Callable[[Iterable[bool]], bool]] = {"$and": all, "$or": any, "$nor": lambda m: not any(m)}
+
+
 def mongo_match(doc: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:
     """Whether a run document matches a W&B (Mongo-style) filter; the common operators only."""
     for key, cond in flt.items():
-        if key == "$and":
-            if not all(mongo_match(doc, c) for c in cond):
-                return False
-        elif key == "$or":
-            if not any(mongo_match(doc, c) for c in cond):
-                return False
-        elif key == "$nor":
-            if any(mongo_match(doc, c) for c in cond):
+        if key in _LOGIC:
+            if not _LOGIC[key](mongo_match(doc, c) for c in cond):
                 return False
         elif str(key).startswith("$"):
             raise UserError(f"tracker.filters: operator '{key}' is not supported for offline runs")

@@ -143,9 +143,7 @@ def _item_json(item: Any) -> str:
     if which is None or which == "none":
         return "null"
     value = getattr(item, which)
-    if which == "json":
-        return value
-    return json.dumps(value)
+    return value if which == "json" else json.dumps(value)
 
 
 @dataclass
@@ -171,35 +169,17 @@ class OfflineRun:
     @property
     def state(self) -> str:
         """finished (exit code 0), failed (non-zero exit), crashed (no exit record: killed, or still running)."""
-        if self.exit_code is None:
-            return "crashed"
-        return "finished" if self.exit_code == 0 else "failed"
+        return "crashed" if self.exit_code is None else "finished" if self.exit_code == 0 else "failed"
 
     @property
     def summary(self) -> dict[str, Any]:
         """The run's summary: the last value of every updated key (JSON-decoded)."""
-        out: dict[str, Any] = {}
-        for key, text in self.summary_json.items():
-            try:
-                out[key] = json.loads(text)
-            except ValueError:
-                out[key] = text
-        return out
+        return {key: _json(text, text) for key, text in self.summary_json.items()}
 
     def row(self) -> dict[str, Any]:
         """This run as a row of RunSet.runs."""
-        row: dict[str, Any] = {
-            "run_id": self.run_id,
-            "name": self.name or self.run_id,
-            "state": self.state,
-            "created_at": pd.Timestamp(self.start_time, unit="s", tz="UTC") if self.start_time else pd.NaT,
-            "tags": ",".join(self.tags),
-        }
-        for key, value in flatten_config({k: v for k, v in self.config.items() if not k.startswith("_")}).items():
-            row[f"config.{key}"] = value
-        for key, value in public_summary(self.summary).items():
-            row[f"summary.{key}"] = value
-        return row
+        created_at = pd.Timestamp(self.start_time, unit="s", tz="UTC") if self.start_time else pd.NaT
+        return table_row(self.run_id, self.name, self.state, created_at, self.tags, self.config, self.summary)
 
     def doc(self) -> dict[str, Any]:
         """A W&B-API-like document of this run, for Mongo-style ``filters``."""
@@ -209,6 +189,17 @@ class OfflineRun:
             "config": {k: {"value": v} for k, v in self.config.items()}, "summary_metrics": self.summary,
             "createdAt": self.start_time,
         }
+
+
+def table_row(run_id: str, name: str | None, state: Any, created_at: Any, tags: Iterable[str],
+              config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """A W&B run (offline or online) as a row of RunSet.runs: config and public summary flattened, prefixed."""
+    row: dict[str, Any] = {"run_id": run_id, "name": name or run_id, "state": state, "created_at": created_at,
+                           "tags": ",".join(tags)}
+    config = {k: v for k, v in config.items() if not str(k).startswith("_")}
+    row.update({f"config.{k}": v for k, v in flatten_config(config).items()})
+    row.update({f"summary.{k}": v for k, v in public_summary(summary).items()})
+    return row
 
 
 def public_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -328,13 +319,9 @@ def _read_records(run: OfflineRun, payloads: list[bytes]) -> OfflineRun:
 
 def _apply_run(run: OfflineRun, r: Any) -> None:
     """Take the run's identity, config and start time from a RunRecord."""
-    run.run_id = r.run_id or run.run_id
-    run.name = r.display_name or run.name
-    run.project = r.project or run.project
-    run.entity = r.entity or run.entity
-    run.group = r.run_group or run.group
-    run.job_type = r.job_type or run.job_type
-    run.sweep_id = r.sweep_id or run.sweep_id
+    for mine, theirs in (("run_id", "run_id"), ("name", "display_name"), ("project", "project"), ("entity", "entity"),
+                         ("group", "run_group"), ("job_type", "job_type"), ("sweep_id", "sweep_id")):
+        setattr(run, mine, getattr(r, theirs) or getattr(run, mine))
     if r.tags:
         run.tags = list(r.tags)
     if r.HasField("start_time") and r.start_time.seconds:
@@ -391,10 +378,7 @@ def _apply_summary_run(summary: dict[str, str], bodies: list[bytes]) -> None:
 
 def _apply_config(config: dict[str, Any], record: Any) -> None:
     for item in record.update:
-        try:
-            value = json.loads(_item_json(item))
-        except ValueError:
-            value = item.value_json
+        value = _json(_item_json(item), item.value_json)
         if item.key:
             config[item.key] = value
         else:
@@ -446,9 +430,7 @@ def history_frame(run: OfflineRun, keys: Sequence[str] | None) -> pd.DataFrame:
 def _history_columns(bodies: list[bytes]) -> tuple[list[int], list[int], list[str], list[str]] | None:
     """Steps, item counts, keys and value texts of HistoryRecord bodies, column-wise (None: use the exact path)."""
     History = _fast_types()["History"]
-    steps: list[int] = []
-    counts: list[int] = []
-    items: list[bytes] = []
+    steps, counts, items = [], [], []
     add_step, add_count, add_items = steps.append, counts.append, items.extend
     try:
         for body in bodies:
@@ -467,10 +449,7 @@ def _history_columns(bodies: list[bytes]) -> tuple[list[int], list[int], list[st
 def _history_items(bodies: list[bytes], wanted: set[str] | None) -> tuple[list[int], list[int], list[str], list[str]]:
     """Exact per-item reading of HistoryRecord bodies (multi-part keys, typed values)."""
     pb = _pb()
-    steps: list[int] = []
-    rows: list[int] = []
-    names: list[str] = []
-    texts: list[str] = []
+    steps, rows, names, texts = [], [], [], []
     for body in bodies:
         try:
             hist = pb.HistoryRecord.FromString(body)
@@ -497,13 +476,15 @@ def _decode_values(texts: list[str]) -> list[Any]:
             return values
     except ValueError:
         pass
-    out: list[Any] = []
-    for text in texts:
-        try:
-            out.append(json.loads(text))
-        except ValueError:
-            out.append(None)
-    return out
+    return [_json(text, None) for text in texts]
+
+
+def _json(text: str, default: Any) -> Any:
+    """``text`` JSON-decoded, or ``default`` when it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
 
 
 def _to_float(values: list[Any]) -> np.ndarray | None:
@@ -518,9 +499,7 @@ def _to_float(values: list[Any]) -> np.ndarray | None:
 def _expand_values(rows: list[int], names: list[str], values: list[Any],
                    wanted: set[str] | None) -> tuple[list[int], list[str], np.ndarray]:
     """Slow path: expand nested dicts to dotted keys, turn non-numbers into NaN."""
-    out_rows: list[int] = []
-    out_names: list[str] = []
-    out_vals: list[float] = []
+    out_rows, out_names, out_vals = [], [], []
     for row, name, value in zip(rows, names, values):
         if isinstance(value, dict):
             if "_type" in value:
@@ -539,9 +518,7 @@ def _expand_values(rows: list[int], names: list[str], values: list[Any],
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, (bool, int, float)):
-        return float(value)
-    return None
+    return float(value) if isinstance(value, (bool, int, float)) else None
 
 
 def _kind(path: Path) -> str:
@@ -596,9 +573,7 @@ def find_run_files(path: str | Path, warnings: list[str] | None = None) -> list[
     skipped: list[str] = []
     for base in (path, path / "wandb"):
         seen: set[Path] = set()
-        found: list[Path] = []
-        notes: list[str] = []
-        empty: list[Path] = []
+        found, notes, empty = [], [], []
         for pattern in RUN_GLOBS:
             for folder in sorted(base.glob(pattern)):
                 if folder.is_symlink() or not folder.is_dir():  # latest-run is a link to a run folder
@@ -618,9 +593,6 @@ def find_run_files(path: str | Path, warnings: list[str] | None = None) -> list[
             return found
         missed.extend(empty)
         skipped.extend(notes)
-    why = ""
-    if missed:
-        why = f"; {len(missed)} run folder(s) have no run-*.wandb file, e.g. {missed[0]}"
-    elif skipped:
-        why = f"; {skipped[0]}"
+    why = (f"; {len(missed)} run folder(s) have no run-*.wandb file, e.g. {missed[0]}" if missed
+           else f"; {skipped[0]}" if skipped else "")
     raise UserError(f"tracker.path: no W&B runs (offline-run-*/run-*.wandb) under '{path}'{why}")

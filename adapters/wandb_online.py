@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError
-from toolkit.runset import Selection, flatten_config
+from toolkit.runset import Selection
 from toolkit.secrets import scrub
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ def has_api_key(url: str | None = None) -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     host = urlparse(url or base_url()).hostname or ""
-    candidates = [os.environ.get("NETRC") or "", os.path.expanduser("~/.netrc"), os.path.expanduser("~/_netrc")]
-    for path in candidates:
+    for path in (os.environ.get("NETRC") or "", os.path.expanduser("~/.netrc"), os.path.expanduser("~/_netrc")):
         if path and os.path.isfile(path):
             try:
                 if netrc.netrc(path).authenticators(host):
@@ -83,8 +82,7 @@ def construct_api(factory: Callable[[], T], timeout: float) -> T:
 def one_line(exc: BaseException | str) -> str:
     """An exception as one scrubbed line (no secrets, no traceback)."""
     text = str(exc) if isinstance(exc, str) else (str(exc) or type(exc).__name__)
-    text = " ".join(text.split())
-    return scrub(text)[:300]
+    return scrub(" ".join(text.split()))[:300]
 
 
 def status_code(exc: BaseException) -> int | None:
@@ -202,26 +200,15 @@ def run_summary(run: Any) -> dict[str, Any]:
 
 def run_row(run: Any) -> dict[str, Any]:
     """One public Run as a row of RunSet.runs."""
-    from adapters.wandb_offline import public_summary
+    from adapters.wandb_offline import table_row
 
     created = getattr(run, "created_at", None)
     try:
         created_at = pd.Timestamp(created, tz="UTC") if created and pd.Timestamp(created).tzinfo is None else pd.Timestamp(created)
     except (ValueError, TypeError):
         created_at = pd.NaT
-    row: dict[str, Any] = {
-        "run_id": str(run.id),
-        "name": getattr(run, "name", None) or str(run.id),
-        "state": getattr(run, "state", None),
-        "created_at": created_at,
-        "tags": ",".join(getattr(run, "tags", None) or []),
-    }
-    config = dict(getattr(run, "config", None) or {})
-    for key, value in flatten_config({k: v for k, v in config.items() if not str(k).startswith("_")}).items():
-        row[f"config.{key}"] = value
-    for key, value in public_summary(run_summary(run)).items():
-        row[f"summary.{key}"] = value
-    return row
+    return table_row(str(run.id), getattr(run, "name", None), getattr(run, "state", None), created_at,
+                     getattr(run, "tags", None) or [], dict(getattr(run, "config", None) or {}), run_summary(run))
 
 
 def run_version(run: Any) -> str:
@@ -235,11 +222,8 @@ def run_version(run: Any) -> str:
 
 def history_keys(run: Any) -> list[str]:
     """The numeric metric keys a run logged (from its summary, which holds each key's last value)."""
-    keys = []
-    for key, value in run_summary(run).items():
-        if not str(key).startswith("_") and isinstance(value, (int, float)) and not isinstance(value, bool):
-            keys.append(str(key))
-    return sorted(keys)
+    return sorted(str(key) for key, value in run_summary(run).items()
+                  if not str(key).startswith("_") and isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def scan_key(run: Any, key: str, page_size: int, min_step: int | None = None) -> pd.Series:

@@ -175,8 +175,7 @@ def family_members(keys: Sequence[str], patterns: Sequence[FamilyPattern]) -> pd
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Spearman and Kendall tau-b with p-values (scipy's) of two aligned vectors; NaN where undefined."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
         raise UserError(f"{NAME}: expected two aligned 1-D vectors, got shapes {a.shape} and {b.shape}")
     n = int(a.size)
@@ -209,8 +208,7 @@ def _weighted_midranks(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def bootstrap_spearman(a: np.ndarray, b: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Spearman of each bootstrap resample given as multiplicities (B x n); equals spearmanr on the expanded sample."""
-    ra = _weighted_midranks(a, counts)
-    rb = _weighted_midranks(b, counts)
+    ra, rb = _weighted_midranks(a, counts), _weighted_midranks(b, counts)
     w = counts.astype(float)
     total = w.sum(axis=1, keepdims=True)
     ma = (w * ra).sum(axis=1, keepdims=True) / total
@@ -226,8 +224,7 @@ def bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
                  chunk: int = 100, advance: Any = None) -> dict[str, list[float] | None]:
     """Percentile CIs of Spearman and Kendall over keys resampled with replacement (seeded); ``advance(m)`` is
     called after each chunk of ``m`` resamples (a progress bar's ``update``)."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     n = a.size
     if n_boot <= 0 or n < 3:
         return {"spearman_ci": None, "kendall_ci": None}
@@ -236,8 +233,7 @@ def bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
     rng = np.random.default_rng(seed)
     sp: list[np.ndarray] = []
     kt = np.empty(n_boot)
-    done = 0
-    while done < n_boot:
+    for done in range(0, n_boot, chunk):
         m = min(chunk, n_boot - done)
         idx = rng.integers(0, n, size=(m, n))
         counts = np.zeros((m, n), dtype=np.int64)
@@ -247,7 +243,6 @@ def bootstrap_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0
             warnings.simplefilter("ignore")
             for i in range(m):
                 kt[done + i] = stats.kendalltau(a[idx[i]], b[idx[i]]).statistic
-        done += m
         if advance is not None:
             advance(m)
     alpha = (1.0 - level) / 2.0
@@ -308,9 +303,7 @@ def select_side(runs: pd.DataFrame, spec: Any, side: str) -> pd.DataFrame:
 
 
 def _step_mask(steps: np.ndarray, window: Any) -> np.ndarray:
-    if window is None:
-        return np.ones(steps.size, dtype=bool)
-    lo, hi = window
+    lo, hi = (None, None) if window is None else window
     mask = np.ones(steps.size, dtype=bool)
     if lo is not None:
         mask &= steps >= float(lo)
@@ -340,12 +333,8 @@ def family_frame(table: pd.DataFrame, patterns: Sequence[FamilyPattern], run_ids
     steps = pd.to_numeric(table["step"], errors="coerce").to_numpy(dtype=float)
     values = pd.to_numeric(table["value"], errors="coerce").to_numpy(dtype=float)
     mask = in_family[key_codes] & chosen[run_cat.cat.codes.to_numpy()] & _step_mask(steps, window) & np.isfinite(values)
-    frame = pd.DataFrame({
-        "run_id": pd.Categorical.from_codes(run_cat.cat.codes.to_numpy()[mask], categories=run_cats),
-        "key": key_codes[mask],
-        "step": steps[mask],
-        "value": values[mask],
-    })
+    frame = pd.DataFrame({"run_id": pd.Categorical.from_codes(run_cat.cat.codes.to_numpy()[mask], categories=run_cats),
+                          "key": key_codes[mask], "step": steps[mask], "value": values[mask]})
     members = members.assign(code=keys.cat.categories.get_indexer(members["key"]))
     return frame, members
 
@@ -407,10 +396,9 @@ def align_sides(members: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, level: 
     for col, g in zip(sort_cols, groups):
         aligned[col] = _natural(aligned[g])
     aligned = aligned.sort_values(sort_cols, kind="stable").drop(columns=sort_cols + ["code"])
-    aligned["a_rank"] = stats.rankdata(aligned["a"].to_numpy()) if len(aligned) else []
-    aligned["b_rank"] = stats.rankdata(aligned["b"].to_numpy()) if len(aligned) else []
-    for col in ("a_n_runs", "b_n_runs"):
-        aligned[col] = aligned[col].astype(int)
+    for side in ("a", "b"):
+        aligned[f"{side}_rank"] = stats.rankdata(aligned[side].to_numpy()) if len(aligned) else []
+        aligned[f"{side}_n_runs"] = aligned[f"{side}_n_runs"].astype(int)
     cols = ["level", "member", *groups, "key", "a", "b", "a_rank", "b_rank", "a_n_runs", "b_n_runs"]
     return aligned[cols].reset_index(drop=True), {"only_a": only_a, "only_b": only_b}
 
@@ -535,8 +523,7 @@ def correlations_over_time(frame: pd.DataFrame, members: pd.DataFrame, a_runs: S
         mats = [g[np.ix_(keep, codes)] for g in grids]
         for i, step in zip(range(keep.size), all_steps[keep]):
             ok = np.isfinite(mats[0][i]) & np.isfinite(mats[1][i])
-            res = rank_correlation(mats[0][i][ok], mats[1][i][ok])
-            rows.append({"level": level, "step": step, **res})
+            rows.append({"level": level, "step": step, **rank_correlation(mats[0][i][ok], mats[1][i][ok])})
     out = pd.DataFrame(rows, columns=["level", "step", "spearman", "spearman_p", "kendall", "kendall_p", "n"])
     if len(out) and np.all(np.mod(out["step"].to_numpy(dtype=float), 1) == 0):
         out["step"] = out["step"].astype("int64")
@@ -553,9 +540,8 @@ def _aligned_on_steps(frame: pd.DataFrame, level_members: pd.DataFrame, cov: Map
     keep = in_level[key] & (pd.Index(cov["common"]).get_indexer(frame["step"].to_numpy(dtype=float)) >= 0)
     sub = frame[keep].reset_index(drop=True)
     if sub.empty:
-        empty = pd.DataFrame({"key": pd.Series(dtype=np.int64), "value": pd.Series(dtype=float),
-                              "n_runs": pd.Series(dtype=np.int64)})
-        a_vals = b_vals = empty
+        a_vals = b_vals = pd.DataFrame({"key": pd.Series(dtype=np.int64), "value": pd.Series(dtype=float),
+                                        "n_runs": pd.Series(dtype=np.int64)})
     else:
         reduced = reduce_series(sub, how)
         a_vals, b_vals = side_means(reduced, a_ids), side_means(reduced, b_ids)
@@ -574,8 +560,7 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSetti
     require_columns(table, REQUIRED_COLUMNS, NAME)
     patterns = s.patterns
     runs = runs_of(table)
-    side_a = select_side(runs, s.a, "a")
-    side_b = select_side(runs, s.b, "b")
+    side_a, side_b = select_side(runs, s.a, "a"), select_side(runs, s.b, "b")
     a_ids, b_ids = side_a["run_id"].tolist(), side_b["run_id"].tolist()
     overlap = sorted(set(a_ids) & set(b_ids))
     if overlap:
@@ -624,15 +609,9 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSetti
                 warn(f"level {p.level}: only {res['n']} key(s) on both sides; need >= 3 for a correlation")
             elif not np.isfinite(res["spearman"]):
                 warn(f"level {p.level}: one side's values are all equal; the rank correlation is undefined")
-            done = [0]
-
-            def advance(m: int, done: list[int] = done) -> None:
-                done[0] += m
-                bar.update(m)
-
-            res.update(bootstrap_ci(x, y, n_boot=boot.n, seed=boot.seed, level=boot.level, advance=advance))
-            if done[0] < boot.n:  # no bootstrap for this level (too few keys): its share of the bar is done
-                bar.update(boot.n - done[0])
+            res.update(bootstrap_ci(x, y, n_boot=boot.n, seed=boot.seed, level=boot.level, advance=bar.update))
+            if boot.n > 0 and x.size < 3:  # bootstrap_ci skips a level with < 3 keys: its share of the bar is done
+                bar.update(boot.n)
             summary[p.level] = res
             aligned_parts.append(aligned)
     aligned_all = pd.concat(aligned_parts, ignore_index=True) if aligned_parts else pd.DataFrame()
@@ -652,16 +631,10 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSetti
                                  "spearman_median": float(np.nanmedian(sp)) if np.isfinite(sp).any() else None}
         summary["over_time"] = ot_summary
 
-    summary["sides"] = {
-        "a": {"select": s.a, "n_runs": len(a_ids), "runs": side_a["name"].astype(str).tolist()},
-        "b": {"select": s.b, "n_runs": len(b_ids), "runs": side_b["name"].astype(str).tolist()},
-    }
-    summary["unmatched"] = unmatched
-    summary["alignment"] = alignment
-    summary["align"] = s.align.value
-    summary["reduce"] = s.reduce.value
-    summary["steps"] = s.steps
-    summary["bootstrap"] = {"n": boot.n, "seed": boot.seed, "level": boot.level}
+    sides = {name: {"select": spec, "n_runs": len(ids), "runs": side["name"].astype(str).tolist()}
+             for name, spec, ids, side in (("a", s.a, a_ids, side_a), ("b", s.b, b_ids, side_b))}
+    summary.update(sides=sides, unmatched=unmatched, alignment=alignment, align=s.align.value, reduce=s.reduce.value,
+                   steps=s.steps, bootstrap={"n": boot.n, "seed": boot.seed, "level": boot.level})
     return {"summary": summary, "aligned": aligned_all, "over_time": over_time}
 
 

@@ -61,19 +61,14 @@ _POW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:\^|\*\*)\s*(-?\d+(?:\.\d+)?)\s*$")
 def parse_horizon(value: Any, what: str = "horizons") -> int:
     """A token count from a number (268435456, 2.68e8) or a string ('2^28', '2**28', '268435456')."""
     number: float | None = None
-    if isinstance(value, bool):
-        number = None
-    elif isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         number = float(value)
     elif isinstance(value, str):
         m = _POW.match(value)
-        if m:
-            number = float(m.group(1)) ** float(m.group(2))
-        else:
-            try:
-                number = float(value.strip().replace("_", ""))
-            except ValueError:
-                number = None
+        try:
+            number = float(m.group(1)) ** float(m.group(2)) if m else float(value.strip().replace("_", ""))
+        except ValueError:
+            pass
     if number is None or not math.isfinite(number) or number <= 0:
         raise UserError(f"{NAME}: {what}: could not read {value!r}; expected a token count like 268435456 or 2^28")
     return int(round(number))
@@ -279,8 +274,6 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
             powers = [h for h in targets_h if h > 0 and h & (h - 1) == 0]
             if powers:  # else: no logged horizon is a power of two, so every logged horizon is used
                 targets_h = powers
-    skip_all = s.skip_all
-    skip_pairs = s.skip_pairs
     tol = s.horizon_tolerance
     rows: list[dict[str, Any]] = []
     edge_key: list[np.ndarray] = []
@@ -304,9 +297,9 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
                                    "horizon_used": float(2.0 ** lh_b[j]), "snapped": False, "status": "ok", "reason": ""}
             rows.append(row)
             if dist > tol + EPS:
-                row["status"] = "unreachable"
-                row["reason"] = (f"nearest logged horizon of bs {bs:g} is {format_horizon(2.0 ** lh_b[j])}, "
-                                 f"{dist:.3g} (log2) from {format_horizon(H)} > horizon_tolerance {tol:g}")
+                row.update(status="unreachable", reason=f"nearest logged horizon of bs {bs:g} is "
+                           f"{format_horizon(2.0 ** lh_b[j])}, {dist:.3g} (log2) from {format_horizon(H)} > "
+                           f"horizon_tolerance {tol:g}")
                 continue
             reached = True
             if dist > EPS:
@@ -319,12 +312,12 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
             lo_i, hi_i = (j + s.avg_rel_from, j + s.avg_rel_to) if apply else (j, j)
             covered = lo_i >= 0 and hi_i <= len(lh_b) - 1
             lo_i, hi_i = max(lo_i, 0), min(hi_i, len(lh_b) - 1)
-            lo, hi = lh_b[lo_i], lh_b[hi_i]
-            row["window_lo"], row["window_hi"], row["averaged"] = 2.0**lo, 2.0**hi, apply and hi_i > lo_i
+            row["window_lo"], row["window_hi"] = 2.0 ** lh_b[lo_i], 2.0 ** lh_b[hi_i]
+            row["averaged"] = apply and hi_i > lo_i
             if s.strict_avg and apply and not covered:
-                row["status"] = "degenerate"
-                row["reason"] = (f"strict_avg: window of rows {s.avg_rel_from:+d}..{s.avg_rel_to:+d} around {format_horizon(2.0 ** centre)} "
-                                 f"not covered; bs {bs:g} logs {format_horizon(2.0 ** lh_b[0])}..{format_horizon(2.0 ** lh_b[-1])}")
+                row.update(status="degenerate", reason=f"strict_avg: window of rows {s.avg_rel_from:+d}.."
+                           f"{s.avg_rel_to:+d} around {format_horizon(2.0 ** centre)} not covered; bs {bs:g} logs "
+                           f"{format_horizon(2.0 ** lh_b[0])}..{format_horizon(2.0 ** lh_b[-1])}")
                 continue
             if apply and not covered:  # a one-sided window dates the point earlier (or later) than the horizon
                 row["reason"] = (f"averaging window cut to rows {lo_i - j:+d}..{hi_i - j:+d} around "
@@ -333,7 +326,7 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
             inside = idx[lo_i:hi_i + 1]
             edge_key.append(pairs[inside])
             edge_gid.append(np.full(len(inside), row["gid"], dtype=np.int64))
-            row["skip_fit"] = skip_all or (int(H), _as_int(bs)) in skip_pairs
+            row["skip_fit"] = s.skip_all or (int(H), _as_int(bs)) in s.skip_pairs
         if not reached:
             _unreachable_error(table, work, H, log2_h, tol)
         if clipped:
@@ -381,10 +374,9 @@ def window_average(work: pd.DataFrame, edge_key: np.ndarray, edge_gid: np.ndarra
     (``train_loss_std`` present) it is sqrt(mean(train_loss_std^2) + population variance of the window's means).
     """
     row_key, bs_values, h_values = codes if codes is not None else pair_codes(work)
-    n_keys = len(bs_values) * len(h_values)
     order = np.argsort(edge_key, kind="stable")
     ek, eg = edge_key[order], edge_gid[order]
-    counts = np.bincount(ek, minlength=n_keys)
+    counts = np.bincount(ek, minlength=len(bs_values) * len(h_values))
     starts = np.cumsum(counts) - counts
     row_counts = counts[row_key] if len(work) else np.zeros(0, np.int64)
     sel = np.flatnonzero(row_counts > 0)
@@ -393,19 +385,14 @@ def window_average(work: pd.DataFrame, edge_key: np.ndarray, edge_gid: np.ndarra
     within = np.arange(len(rows)) - np.repeat(np.cumsum(reps) - reps, reps)
     gid = eg[starts[row_key[rows]] + within]
     cols = ["lr", "loss", "log2_norm", *s.by] + (["var_in"] if "var_in" in work else [])
-    picked = {c: work[c].to_numpy()[rows] for c in cols}
-    picked["gid"] = gid
-    frame = pd.DataFrame(picked)
+    frame = pd.DataFrame({**{c: work[c].to_numpy()[rows] for c in cols}, "gid": gid})
     frame = frame[np.isfinite(frame["loss"].to_numpy())]
-    keys = ["gid", "lr", *s.by]
-    grouped = frame.groupby(keys, sort=True, dropna=False)
     agg: dict[str, Any] = dict(loss=("loss", "mean"), n_rows=("loss", "size"), log2_norm=("log2_norm", "mean"))
     if "var_in" in frame:
-        agg["var_in"] = ("var_in", "mean")
-        agg["var_between"] = ("loss", "var")
+        agg.update(var_in=("var_in", "mean"), var_between=("loss", "var"))
     else:
         agg["std"] = ("loss", "std")
-    pts = grouped.agg(**agg).reset_index()
+    pts = frame.groupby(["gid", "lr", *s.by], sort=True, dropna=False).agg(**agg).reset_index()
     if "var_in" in pts:
         n = pts["n_rows"].to_numpy(float)
         between = np.nan_to_num(pts.pop("var_between").to_numpy(float)) * np.where(n > 1, (n - 1) / np.maximum(n, 1), 0.0)
@@ -432,25 +419,18 @@ def fit_parabolas(X: np.ndarray, Y: np.ndarray, W: np.ndarray, M: np.ndarray,
     distinct = np.sum(np.isfinite(xs) & new_value, axis=1)
     ok = (distinct >= n_par) & (W.sum(axis=1) > 0)
     if c_fixed is None:
-        wsum = np.maximum(W.sum(axis=1), 1e-300)
-        m = (W * X0).sum(axis=1) / wsum  # centre x for conditioning
+        m = (W * X0).sum(axis=1) / np.maximum(W.sum(axis=1), 1e-300)  # centre x for conditioning
         xc = np.where(M, X0 - m[:, None], 0.0)
         T = Y0
     else:
-        m = np.zeros(len(X))
-        xc = X0
-        T = Y0 - c_fixed
+        xc, T = X0, Y0 - c_fixed
     # normal equations from weighted moments: S_k = sum w x^k, R_k = sum w t x^k
     x2 = xc * xc
     S = [W.sum(axis=1), (W * xc).sum(axis=1), (W * x2).sum(axis=1), (W * x2 * xc).sum(axis=1), (W * x2 * x2).sum(axis=1)]
     wt = W * T
     R = [wt.sum(axis=1), (wt * xc).sum(axis=1), (wt * x2).sum(axis=1)]
-    if c_fixed is None:
-        A = np.stack([np.stack([S[4], S[3], S[2]], -1), np.stack([S[3], S[2], S[1]], -1), np.stack([S[2], S[1], S[0]], -1)], 1)
-        r = np.stack([R[2], R[1], R[0]], -1)
-    else:
-        A = np.stack([np.stack([S[4], S[3]], -1), np.stack([S[3], S[2]], -1)], 1)
-        r = np.stack([R[2], R[1]], -1)
+    A = np.stack([np.stack([S[4 - i - j] for j in range(n_par)], -1) for i in range(n_par)], 1)  # A[i, j] = S_{4-i-j}
+    r = np.stack([R[2 - i] for i in range(n_par)], -1)
     A[~ok] = np.eye(n_par)
     r[~ok] = 0.0
     try:
@@ -554,16 +534,16 @@ def _weights(S: np.ndarray, F: np.ndarray, weighted: bool) -> tuple[np.ndarray, 
 
 def cell_key_text(key: Sequence[Any]) -> str:
     """A stable text of a cell's key values (numbers normalised, so 64 and 64.0 give the same text)."""
-    parts = []
-    for v in key:
-        if isinstance(v, (bool, np.bool_)):
-            parts.append(str(bool(v)))
-        elif isinstance(v, (int, float, np.integer, np.floating)):
-            f = float(v)
-            parts.append(repr(int(f)) if f.is_integer() else repr(f))
-        else:
-            parts.append(str(v))
-    return "|".join(parts)
+    return "|".join(_key_part(v) for v in key)
+
+
+def _key_part(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        f = float(v)
+        return repr(int(f)) if f.is_integer() else repr(f)
+    return str(v)
 
 
 def cell_rng(seed: int, key: Sequence[Any]) -> np.random.Generator:
@@ -590,8 +570,7 @@ def _bootstrap_vertex(X: np.ndarray, Y: np.ndarray, W: np.ndarray, F: np.ndarray
     k = Fg.sum(axis=1)
     K = int(k.max())
     order = np.argsort(~Fg, axis=1, kind="stable")[:, :K]
-    take = lambda A: np.take_along_axis(A[groups], order, axis=1)  # noqa: E731
-    Xc, Yc, Wc = take(X), take(Y), take(W)
+    Xc, Yc, Wc = (np.take_along_axis(A[groups], order, axis=1) for A in (X, Y, W))
     valid = np.arange(K)[None, :] < k[:, None]
     chunk = max(1, 2_000_000 // max(B * K, 1))
     for lo in range(0, len(groups), chunk):
@@ -602,9 +581,8 @@ def _bootstrap_vertex(X: np.ndarray, Y: np.ndarray, W: np.ndarray, F: np.ndarray
             kg = int(k[lo + i])
             idx[i, :, :kg] = cell_rng(boot.seed, keys[groups[lo + i]]).integers(0, kg, size=(B, kg))
         if boot.mode == "points":
-            xb = np.take_along_axis(np.broadcast_to(Xc[sl][:, None, :], (g_n, B, K)), idx, axis=2)
-            yb = np.take_along_axis(np.broadcast_to(Yc[sl][:, None, :], (g_n, B, K)), idx, axis=2)
-            wb = np.take_along_axis(np.broadcast_to(Wc[sl][:, None, :], (g_n, B, K)), idx, axis=2)
+            xb, yb, wb = (np.take_along_axis(np.broadcast_to(A[sl][:, None, :], (g_n, B, K)), idx, axis=2)
+                          for A in (Xc, Yc, Wc))
         else:
             gsl = groups[sl]
             fitted = a[gsl][:, None] * Xc[sl] ** 2 + b[gsl][:, None] * Xc[sl] + c[gsl][:, None]
@@ -744,12 +722,10 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, b
     loss_opt = np.where(fitted, y0, np.nan)
     log2_lr = icept + slope * x_opt
     norm_at = np.full(G, "", dtype=object)
-    log2_norm_opt = np.full(G, np.nan)
     closest = np.full(G, -1)
-    pick = fitted if s.optimum_from_closest else np.zeros(G, bool)
-    if pick.any():  # the fitted point nearest to the vertex in (x, loss), as the norm-transfer reference picks it
-        d = np.where(F, (X - x0[:, None]) ** 2 + (Y - y0[:, None]) ** 2, np.inf)
-        closest[pick] = np.argmin(d, axis=1)[pick]
+    if s.optimum_from_closest and fitted.any():  # the fitted point nearest to the vertex in (x, loss), as the
+        d = np.where(F, (X - x0[:, None]) ** 2 + (Y - y0[:, None]) ** 2, np.inf)  # norm-transfer reference picks it
+        closest[fitted] = np.argmin(d, axis=1)[fitted]
     closest[empirical] = i_emp[empirical]
     use_point = closest >= 0
     cj = np.maximum(closest, 0)
@@ -772,12 +748,10 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, b
     with np.errstate(invalid="ignore"):
         on_edge = has_min & ((x_opt <= xmin + 1e-9) | (x_opt >= xmax - 1e-9))
 
-    ci_lo = np.full(G, np.nan)
-    ci_hi = np.full(G, np.nan)
+    ci_lo, ci_hi = np.full(G, np.nan), np.full(G, np.nan)
     n_boot_ok = np.zeros(G, int)
     ci_used = np.full(G, "", dtype=object)
-    ci_widened = np.zeros(G, bool)
-    no_ci = np.zeros(G, bool)
+    ci_widened, no_ci = np.zeros(G, bool), np.zeros(G, bool)
     groups = np.flatnonzero(fitted)
     B = int(s.bootstrap.n)
     if B > 0 and len(groups):
@@ -798,10 +772,7 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, b
         q_lo, q_hi = row_percentiles(lv, [tail, 100 - tail])
         est = log2_lr[groups]
         used = np.full(len(groups), how, dtype=object)
-        if how == "basic":
-            lo, hi = 2 * est - q_hi, 2 * est - q_lo
-        else:
-            lo, hi = q_lo.copy(), q_hi.copy()
+        lo, hi = (2 * est - q_hi, 2 * est - q_lo) if how == "basic" else (q_lo.copy(), q_hi.copy())
         if how == "bca":
             for i, g in enumerate(groups):
                 if not enough[i]:
@@ -824,32 +795,6 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, b
     if tick is not None:
         tick(G - (len(groups) if B > 0 else 0))
 
-    out = targets[["horizon", "bs"]].copy()
-    for col in s.by:
-        out[col] = np.nan
-    out["lr"] = np.exp2(log2_lr)
-    out["loss"] = loss_opt
-    out["on_edge"] = on_edge
-    out["lr_ci_low"], out["lr_ci_high"] = ci_lo, ci_hi
-    out["n_points"] = n
-    out["n_fit"] = np.where(ok, F.sum(axis=1), 0)
-    out["method"] = method
-    out["log2_lr"] = log2_lr
-    out["log2_horizon"] = targets["log2_horizon"].to_numpy(float)
-    out["horizon_used"] = targets["horizon_used"].to_numpy(float)
-    out["snapped"] = targets["snapped"].to_numpy(bool)
-    out["averaged"] = targets["averaged"].to_numpy(bool)
-    out["fit_axis"] = s.fit_axis
-    out["x_opt"] = x_opt
-    out["x_vertex"] = x0
-    out["loss_vertex"] = y0
-    out["a"], out["b"], out["c"] = np.where(ok, a, np.nan), np.where(ok, b, np.nan), np.where(ok, c, np.nan)
-    out["weighted"] = weighted & ok
-    out["n_boot_ok"] = n_boot_ok
-    out["ci_method"] = ci_used
-    out["ci_widened"] = ci_widened
-    out["output_norm"] = np.exp2(log2_norm_opt)
-    out["output_norm_at"] = norm_at
     reason = targets["reason"].to_numpy(object).copy()
     axis = "lr" if s.fit_axis == "lr" else "output norm"
     for g in range(G):
@@ -869,7 +814,17 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, b
                          f"({allowed[g]:.3g})")
         elif no_ci[g]:
             reason[g] = f"bootstrap: {n_boot_ok[g]} of {B} replicates gave a convex fit; no CI"
-    out["reason"] = reason
+    out = targets[["horizon", "bs"]].copy()
+    for col in s.by:
+        out[col] = np.nan
+    out = out.assign(  # in this column order
+        lr=np.exp2(log2_lr), loss=loss_opt, on_edge=on_edge, lr_ci_low=ci_lo, lr_ci_high=ci_hi, n_points=n,
+        n_fit=np.where(ok, F.sum(axis=1), 0), method=method, log2_lr=log2_lr,
+        log2_horizon=targets["log2_horizon"].to_numpy(float), horizon_used=targets["horizon_used"].to_numpy(float),
+        snapped=targets["snapped"].to_numpy(bool), averaged=targets["averaged"].to_numpy(bool), fit_axis=s.fit_axis,
+        x_opt=x_opt, x_vertex=x0, loss_vertex=y0, a=np.where(ok, a, np.nan), b=np.where(ok, b, np.nan),
+        c=np.where(ok, c, np.nan), weighted=weighted & ok, n_boot_ok=n_boot_ok, ci_method=ci_used,
+        ci_widened=ci_widened, output_norm=np.exp2(log2_norm_opt), output_norm_at=norm_at, reason=reason)
     pts = points.copy()
     pos = np.arange(len(pts)) - np.repeat(np.cumsum(n) - n, n)
     gid = pts["gid"].to_numpy()
@@ -941,25 +896,19 @@ def compute_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSett
     n_nonconvex = int((minima["method"] == "empirical_nonconvex").sum())
     if n_nonconvex:
         _warn(f"{n_nonconvex} fit(s) are not convex (a <= 0): empirical minimum used, method empirical_nonconvex")
-    extrap = minima[minima["method"] == "empirical_extrapolated"]
-    if len(extrap):
-        where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(extrap["horizon"], extrap["bs"]))[:5])
-        _warn(f"{len(extrap)} fit(s) put the vertex outside the fitted points' range, e.g. {where}: empirical minimum "
-              f"used, method empirical_extrapolated (extend the lr grid there; see reason)")
-    widened = minima[minima["ci_widened"].astype(bool)]
-    if len(widened):
-        where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(widened["horizon"], widened["bs"]))[:5])
-        _warn(f"{len(widened)} bootstrap CI(s) did not contain their own estimate and were widened to it (column "
-              f"ci_widened), e.g. {where}: the replicates are skewed, the estimate is unstable there")
-    bad_fits = minima[minima["method"] == "empirical_badfit"]
-    if len(bad_fits):
-        where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(bad_fits["horizon"], bad_fits["bs"]))[:5])
-        _warn(f"{len(bad_fits)} fit(s) put the vertex loss below every point by more than the points' spread, e.g. "
-              f"{where}: empirical minimum used, method empirical_badfit (an outlier or a diverged run? see reason)")
-    edge = minima[minima["on_edge"]]
-    if len(edge):
-        where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(edge["horizon"], edge["bs"]))[:5])
-        _warn(f"{len(edge)} minimum(s) on the edge of the lr grid, e.g. {where}: extend the sweep there")
+    for sel, what, then in (  # "<n> <what>, e.g. <the first 5 cells>: <then>"
+            (minima["method"] == "empirical_extrapolated", "fit(s) put the vertex outside the fitted points' range",
+             "empirical minimum used, method empirical_extrapolated (extend the lr grid there; see reason)"),
+            (minima["ci_widened"].astype(bool), "bootstrap CI(s) did not contain their own estimate and were widened "
+             "to it (column ci_widened)", "the replicates are skewed, the estimate is unstable there"),
+            (minima["method"] == "empirical_badfit", "fit(s) put the vertex loss below every point by more than the "
+             "points' spread", "empirical minimum used, method empirical_badfit (an outlier or a diverged run? "
+             "see reason)"),
+            (minima["on_edge"], "minimum(s) on the edge of the lr grid", "extend the sweep there")):
+        hit = minima[sel]
+        if len(hit):
+            where = ", ".join(f"({format_horizon(h)}, bs {b:g})" for h, b in list(zip(hit["horizon"], hit["bs"]))[:5])
+            _warn(f"{len(hit)} {what}, e.g. {where}: {then}")
     bad = minima[minima["method"].isin(FAILED_METHODS)]
     if len(bad):
         _warn(f"{len(bad)} (horizon, bs) group(s) without a minimum: "
@@ -975,8 +924,7 @@ def _same(table: pd.DataFrame, a: str, b: str) -> bool:
 def _targets_of(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, warn: Callable[[str], None]) -> tuple:
     """(work, targets, edge keys, edge gids, pair codes) of one ``by`` part of the table."""
     codes = pair_codes(work)
-    targets, keys, gids = resolve_targets(table, work, s, warn, codes)
-    return work, targets, keys, gids, codes
+    return (work, *resolve_targets(table, work, s, warn, codes), codes)
 
 
 def find_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSettings | None = None,

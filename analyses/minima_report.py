@@ -15,10 +15,8 @@ OK_MINIMA_METHODS = ("fit", "fit_closest", "empirical")
 
 def minima_problem(row: Mapping[str, Any]) -> str:
     """Why a minima.csv row is a problem ('' when it is not): its reason, the edge, or a fallback method."""
-    reasons = []
     reason = text_of(row.get("reason"))
-    if reason:
-        reasons.append(reason)
+    reasons = [reason] if reason else []
     method = text_of(row.get("method"))
     if method and method not in OK_MINIMA_METHODS and method not in reason:
         reasons.append(f"method {method}")

@@ -33,6 +33,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -291,19 +292,16 @@ def time_cell(fn: Callable[[], Any], device: str, repeats: int, warmup: int, bud
         if cuda:
             torch.cuda.synchronize()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        if cuda:
             start.record()
-            result = fn()
+        result = fn()
+        if cuda:
             end.record()
             torch.cuda.synchronize()
-            spent += time.perf_counter() - t0
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            result = fn()
-            took = time.perf_counter() - t0
-            spent += took
-            times.append(took * 1e3)
+        took = time.perf_counter() - t0
+        spent += took
+        times.append(start.elapsed_time(end) if cuda else took * 1e3)
         if len(times) == 1 and spent > budget:
             return CellTiming(math.nan, result, 1, f"first timed call took {spent:.3g} s > cell_budget_s={budget:g}")
         if spent > budget:
@@ -311,18 +309,10 @@ def time_cell(fn: Callable[[], Any], device: str, repeats: int, warmup: int, bud
     return CellTiming(statistics.median(times), result, len(times))
 
 
-def benchmark(
-    cases: dict[tuple[int, int], tuple[Any, list[float]]],
-    methods: Sequence[str],
-    dtypes: Sequence[str],
-    device: str,
-    repeats: int = 5,
-    warmup: int = 2,
-    seed: int = 0,
-    progress: Callable[[str], None] | None = None,
-    budget_s: float | None = None,
-    bar: bool = True,
-) -> pd.DataFrame:
+def benchmark(cases: dict[tuple[int, int], tuple[Any, list[float]]], methods: Sequence[str], dtypes: Sequence[str],
+              device: str, repeats: int = 5, warmup: int = 2, seed: int = 0,
+              progress: Callable[[str], None] | None = None, budget_s: float | None = None,
+              bar: bool = True) -> pd.DataFrame:
     """Time and score every (method, dtype, shape); ``cases`` maps shape -> (stack on device, s1 per matrix).
 
     ``budget_s``: each cell's time budget (see ``time_cell``); once a cell is skipped, the larger shapes of its
@@ -351,9 +341,7 @@ def benchmark(
                     if slow is not None and size >= slow[0]:
                         timing = CellTiming(math.nan, None, 0, f"not run: the smaller {slow[1]} was skipped ({slow[2]})")
                     else:
-                        def call(w=w, spec=spec, dtype=dtype):
-                            return estimate(w, spec, dtype=dtype, seed=seed)
-
+                        call = partial(estimate, w, spec, dtype=dtype, seed=seed)
                         timing = time_cell(call, device, repeats, warmup, budget_s)
                     if timing.skipped:
                         if slow is None or size < slow[0]:
@@ -428,13 +416,11 @@ def run(table: pd.DataFrame | None, params: Mapping[str, Any] | SpectralSettings
         reference = "float64 torch.linalg.svdvals on CPU"
     else:
         torch.manual_seed(s.seed)
-        cases = {}
         planned, replaced = plan_shapes(s.shape_counts, device, s.cpu_shapes)
         if replaced:
             log.info("%s", replaced_note(replaced))
-        for shape, count in planned.items():
-            batch = count if s.batch in ("model", "preset") else s.batch
-            cases[shape] = synthetic_case(shape, batch, s.gap, s.decay, s.seed, device)
+        batches = {shape: count if s.batch in ("model", "preset") else s.batch for shape, count in planned.items()}
+        cases = {shape: synthetic_case(shape, n, s.gap, s.decay, s.seed, device) for shape, n in batches.items()}
         source = f"synthetic: W = U diag(s) V^T, s1/s2 = {s.gap}, s_i = s2 (i-1)^-{s.decay}"
         reference = "s1 by construction (float64), equal to float64 svdvals"
     df = benchmark(cases, s.methods, s.dtypes, device, s.repeats, s.warmup, s.seed, budget_s=s.cell_budget_s,

@@ -27,21 +27,28 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
     return rows.loc[keep]
 
 
+def _panels(df: pd.DataFrame) -> tuple[list, int, int, list[str]]:
+    """The shapes (one panel each), the grid's columns and rows, and each panel's title (skipped cells counted)."""
+    shapes = list(dict.fromkeys(df["shape"]))
+    ncols = min(3, len(shapes))
+    titles = []
+    for shape in shapes:
+        g = df[df["shape"] == shape]
+        n_skipped = int((g["ms"].isna() | g["rel_error"].isna()).sum())
+        titles.append(f"{shape} ({g['device'].iloc[0]})" + (f", {n_skipped} skipped" if n_skipped else ""))
+    return shapes, ncols, math.ceil(len(shapes) / ncols), titles
+
+
 def pareto_figure(df: pd.DataFrame):
     """One panel per shape: ms per parameter (log) vs relative error (log), colour = method, marker = dtype; cells
     skipped over their time budget are counted in the panel's title."""
-    shapes = list(dict.fromkeys(df["shape"]))
-    ncols = min(3, len(shapes))
-    nrows = math.ceil(len(shapes) / ncols)
+    shapes, ncols, nrows, titles = _panels(df)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), squeeze=False)
     methods = list(dict.fromkeys(df["method"]))
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
-    for ax, shape in zip(axes.flat, shapes):
-        g = df[df["shape"] == shape].copy()
-        n_skipped = int((g["ms"].isna() | g["rel_error"].isna()).sum())
-        g = g[g["ms"].notna() & g["rel_error"].notna()]
-        title = f"{shape} ({df.loc[df['shape'] == shape, 'device'].iloc[0]})"
-        ax.set_title(title + (f", {n_skipped} skipped" if n_skipped else ""), fontsize=10)
+    for ax, shape, title in zip(axes.flat, shapes, titles):
+        g = df[(df["shape"] == shape) & df["ms"].notna() & df["rel_error"].notna()].copy()
+        ax.set_title(title, fontsize=10)
         if g.empty:
             ax.text(0.5, 0.5, "every cell skipped\n(cell_budget_s)", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
@@ -82,14 +89,7 @@ def pareto_interactive(df: pd.DataFrame):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    shapes = list(dict.fromkeys(df["shape"]))
-    ncols = min(3, len(shapes))
-    nrows = math.ceil(len(shapes) / ncols)
-    titles = []
-    for shape in shapes:
-        g = df[df["shape"] == shape]
-        n_skipped = int((g["ms"].isna() | g["rel_error"].isna()).sum())
-        titles.append(f"{shape} ({g['device'].iloc[0]})" + (f", {n_skipped} skipped" if n_skipped else ""))
+    shapes, ncols, nrows, titles = _panels(df)
     fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.07, vertical_spacing=0.12)
     methods = list(dict.fromkeys(df["method"]))
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]

@@ -12,24 +12,8 @@ A thin facade over ``toolkit`` (settings, protocol, trackers, pipeline, report),
 from __future__ import annotations
 
 from sweepkit import recipes
-from sweepkit.api import (
-    Result,
-    RunResult,
-    SweepWarning,
-    analyse,
-    analysis_names,
-    build,
-    compose,
-    correlations,
-    minima,
-    read,
-    recipe_names,
-    regressions,
-    report,
-    run,
-    scaling_laws,
-    spectral,
-)
+from sweepkit.api import (Result, RunResult, SweepWarning, analyse, analysis_names, build, compose, correlations,
+                          minima, read, recipe_names, regressions, report, run, scaling_laws, spectral)
 from toolkit.errors import UserError
 from toolkit.runset import RunSet, Selection
 

@@ -87,13 +87,11 @@ def read(tracker: str, *, select: Mapping[str, Any] | Selection | None = None, k
 
     reader = make_tracker(tracker, settings)
     base = settings_of(compose(["recipe=none", "analysis=[]"]).cache, CacheSettings, who="cache")
-    if isinstance(cache, bool):
-        cache_settings = as_settings(CacheSettings, base, who="cache", enabled=cache)
-    elif cache is None:
-        cache_settings = base
+    if isinstance(cache, (bool, Mapping)):
+        overrides = {"enabled": cache} if isinstance(cache, bool) else dict(cache)
+        cache_settings = as_settings(CacheSettings, base, who="cache", **overrides)
     else:
-        cache_settings = as_settings(CacheSettings, base if isinstance(cache, Mapping) else cache, who="cache",
-                                     **(dict(cache) if isinstance(cache, Mapping) else {}))
+        cache_settings = base if cache is None else as_settings(CacheSettings, cache, who="cache")
     selection = as_settings(Selection, select, who="select")
     reader.configure(cache=cache_settings, progress=progress)
     runset = read_runset(reader, selection, list(keys) if keys is not None else None)
@@ -111,10 +109,9 @@ def build(recipe: str, runs: RunSet | None = None, **settings: Any) -> pd.DataFr
     elif not isinstance(runs, RunSet):
         raise UserError(f"recipe {recipe}: runs should be a RunSet (from sk.read), got {type(runs).__name__}")
     built = impl.build(runs, s)
-    table = built.table
-    table.attrs["warnings"] = list(built.warnings)
+    built.table.attrs["warnings"] = list(built.warnings)
     _emit(f"recipe {recipe}", built.warnings, stacklevel=4)
-    return table
+    return built.table
 
 
 class _KeepingOutput(AnalysisOutput):
@@ -200,13 +197,15 @@ class Result:
         figures = sorted(p for p in folder.iterdir() if p.suffix in (".png", ".html"))
         return cls(folder.name, folder, summary, frames, list(summary.get("warnings") or []), figures)
 
+    def _main(self) -> str | None:
+        """The main table's name: its MAIN_TABLES entry when present, else the first table's (None: no tables)."""
+        name = MAIN_TABLES.get(self.name)
+        return name if name in self.tables else next(iter(self.tables), None)
+
     @property
     def table(self) -> pd.DataFrame | None:
         """The main table (minima: ``minima``, regressions: ``coefficients``, ...; else the first one)."""
-        name = MAIN_TABLES.get(self.name)
-        if name in self.tables:
-            return self.tables[name]
-        return next(iter(self.tables.values()), None)
+        return self.tables.get(self._main())
 
     def key_numbers(self) -> pd.DataFrame:
         """The summary's numbers, one row each, a value and its CI side by side where the summary has one."""
@@ -221,7 +220,7 @@ class Result:
         return ci_view(table) if table is not None else self.key_numbers()
 
     def _header(self) -> str:
-        main = MAIN_TABLES.get(self.name) if MAIN_TABLES.get(self.name) in self.tables else next(iter(self.tables), None)
+        main = self._main()
         rows = f"{len(self.tables[main])} rows in {main}" if main else "no tables"
         others = [k for k in self.tables if k != main]
         more = f" (+ {', '.join(others)})" if others else ""
@@ -270,11 +269,9 @@ def _shown(value: Any) -> bool:
 
 
 def _num(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "" if value is None else str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
 
 
 def _fmt(value: Any, ci: Any = None) -> str:

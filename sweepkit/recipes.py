@@ -22,6 +22,4 @@ def _recipe(name: str) -> Callable[..., Any]:
     return make_table
 
 
-for _name in __all__:
-    globals()[_name] = _recipe(_name)
-del _name
+globals().update({name: _recipe(name) for name in __all__})

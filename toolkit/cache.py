@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from toolkit.outputs import atomic_write_with
 
 log = logging.getLogger(__name__)
 META_KEY = "sweepkit_cache"
@@ -88,10 +89,8 @@ class HistoryCache:
 
     def load(self, run_id: str, keys: Sequence[str]) -> CachedHistory | None:
         """The cached history, or None when missing, unreadable, foreign or when refreshing."""
-        if self.refresh:
-            return None
         path = self.path(run_id, keys)
-        if not path.is_file():
+        if self.refresh or not path.is_file():
             return None
         wanted = sorted(set(map(str, keys)))
         try:
@@ -138,25 +137,19 @@ class HistoryCache:
         path = self.path(run_id, keys)
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
+
+        def write(fd: int, tmp: str) -> None:
             with os.fdopen(fd, "wb") as fh:
                 # uncompressed float columns without dictionaries: a cached re-read is mostly this file's read
                 pq.write_table(table, fh, compression="none", use_dictionary=False)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        return atomic_write_with(path, write, mode=0o644)
 
 
 def _remove_stale_temps(folder: Path) -> None:
-    """Delete temp files left by writes that were killed long ago."""
-    if not folder.is_dir():
-        return
+    """Delete temp files left by writes that were killed long ago (``folder``: one that exists)."""
     now = time.time()
     for tmp in folder.glob(".*.tmp"):
         try:

@@ -11,6 +11,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from toolkit.errors import UserError, interrupt
@@ -32,15 +33,13 @@ def searchpath_dirs(argv: Sequence[str]) -> list[str]:
     """The user's own config folders: ``--config-dir``/``-cd`` and the local folders of ``hydra.searchpath=[file://...]``."""
     dirs: list[str] = []
     for i, arg in enumerate(argv):
+        key, _, value = arg.lstrip("+").partition("=")
         if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
             dirs.append(argv[i + 1])
-            continue
-        if arg.startswith("--config-dir="):
-            dirs.append(arg.partition("=")[2])
-            continue
-        key, _, value = arg.lstrip("+").partition("=")
-        if key == "hydra.searchpath":
-            dirs += [m for m in re.findall(r"file://([^,\]'\"]+)", value)]
+        elif arg.startswith("--config-dir="):
+            dirs.append(value)
+        elif key == "hydra.searchpath":
+            dirs += re.findall(r"file://([^,\]'\"]+)", value)
     return [os.path.abspath(os.path.expanduser(d)) for d in dirs]
 
 
@@ -128,10 +127,9 @@ def compose_config(overrides: Sequence[str] = (), who: str = "config", with_hydr
 def entry(hydra_main: Callable[[], None], argv: Sequence[str] | None = None) -> int:
     """Run Hydra's main with the toolkit's argument fixes and error handling; return the exit status."""
     saved = os.environ.get("HYDRA_FULL_ERROR")
-    user_wants_trace = bool(saved)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting 1: the errors are ours
     try:
-        return _entry(hydra_main, argv, user_wants_trace)
+        return _entry(hydra_main, argv, user_wants_trace=bool(saved))
     finally:
         if saved is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -189,8 +187,6 @@ HELP_GROUPS = ("tracker", "recipe", "analysis", "experiment", "publish", "hydra/
 def config_group_options(dirs: Sequence[str | os.PathLike] = ()) -> dict[str, list[str]]:
     """``{group: [option, ...]}`` of the toolkit's config groups in the packaged folder and ``dirs`` (the schema/*
     groups that type them are not options), Hydra's launchers included."""
-    from pathlib import Path
-
     found: dict[str, set[str]] = {g: set() for g in HELP_GROUPS}
     for folder in (CONF_DIR, *dirs):
         for group in HELP_GROUPS:
@@ -222,7 +218,6 @@ def register_help_resolver() -> None:
 def run_job(cfg: object) -> None:
     """The job of ``python run.py`` and ``sweepkit``: run the pipeline into Hydra's run folder and report."""
     import logging
-    from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -257,11 +252,6 @@ def run_job(cfg: object) -> None:
     print(f"results: {run_dir}")
 
 
-def _console_job(cfg: object) -> None:
-    """The ``sweepkit`` command's job (the same as run.py's)."""
-    run_job(cfg)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``sweepkit`` console script: ``python run.py`` with the packaged configs, from any folder."""
     import hydra
@@ -269,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a.lstrip("+").startswith("hydra.job.name=") for a in args):
         args.append("hydra.job.name=run")  # the log is run.log, as with run.py (Hydra names it after the caller)
-    hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_console_job)
+    hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_job)
     return entry(hydra_main, args)
 
 

@@ -114,9 +114,8 @@ class DemoSweep:
     def write(self, path: str | Path, decimals: int | None = 6) -> Path:
         """Write the wide history (CSV, or parquet by suffix) and ``<stem>.planted.json`` beside it, atomically."""
         path = Path(path)
-        frame = self.history
-        if decimals is not None:
-            frame = frame.round({"train_loss": decimals, "output_norm": decimals})
+        rounded = {"train_loss": decimals, "output_norm": decimals}
+        frame = self.history if decimals is None else self.history.round(rounded)
         write_table(path, frame)
         write_json(planted_path(path), self.planted)
         return path
@@ -144,28 +143,14 @@ def _loss(p: Mapping[str, Any], log2_lr: Any, log2_bs: Any, log2_h: Any) -> Any:
 
 
 def make_lr_bs_sweep(
-    seed: int = 0,
-    *,
-    lr_log2: Sequence[float] = DEFAULT_LR_LOG2,
-    batch_sizes: Sequence[int] = (32, 64, 128, 256),
-    seeds: Sequence[int] = (0, 1),
-    seq_len: int = 1024,
-    horizons_log2: Sequence[int] = DEFAULT_HORIZONS_LOG2,
-    log_every_tokens: int = 2**23,
-    A: float = -0.25,
-    B: float = 0.5,
-    C: float = -4.75,
-    curvature: float = 0.05,
-    noise: float = 0.01,
-    loss_floor: float = 2.0,
-    loss_scale: float = 5.0,
-    loss_exponent: float = 0.3,
-    bs_A: float = 0.5,
-    bs_C: float = -8.0,
-    bs_curvature: float = 0.02,
-    norm_log2_opt: float = 6.0,
-    norm_slope: float = 1.0,
-    norm_noise: float = 0.01,
+    seed: int = 0, *,
+    lr_log2: Sequence[float] = DEFAULT_LR_LOG2, batch_sizes: Sequence[int] = (32, 64, 128, 256),
+    seeds: Sequence[int] = (0, 1), seq_len: int = 1024,
+    horizons_log2: Sequence[int] = DEFAULT_HORIZONS_LOG2, log_every_tokens: int = 2**23,
+    A: float = -0.25, B: float = 0.5, C: float = -4.75, curvature: float = 0.05, noise: float = 0.01,
+    loss_floor: float = 2.0, loss_scale: float = 5.0, loss_exponent: float = 0.3,
+    bs_A: float = 0.5, bs_C: float = -8.0, bs_curvature: float = 0.02,
+    norm_log2_opt: float = 6.0, norm_slope: float = 1.0, norm_noise: float = 0.01,
     n_diverged: int = 2,
 ) -> DemoSweep:
     """Make a deterministic synthetic sweep (lr x bs x seed runs logged on a common token grid up to the last horizon).
@@ -209,8 +194,7 @@ def make_lr_bs_sweep(
     rng = np.random.default_rng(seed)
     loss = _loss(planted, x, log2_bs, log2_h) + noise * rng.standard_normal((n_runs, n_points))
     opt = A * log2_h + B * log2_bs + C
-    log2_norm = norm_log2_opt + norm_slope * (x - opt) + norm_noise * rng.standard_normal((n_runs, n_points))
-    norm = np.exp2(log2_norm)
+    norm = np.exp2(norm_log2_opt + norm_slope * (x - opt) + norm_noise * rng.standard_normal((n_runs, n_points)))
     lrs = np.exp2(g_lr)
     names = np.array([run_name(lr, bs, s) for lr, bs, s in zip(lrs, g_bs, g_seed)], dtype=object)
     diverged = _diverge(rng, loss, norm, g_lr, n_diverged)
@@ -280,21 +264,11 @@ class DemoScalingTable:
 
 
 def make_scaling_table(
-    seed: int = 0,
-    *,
-    models_log2: Sequence[int] = (24, 25, 26, 27, 28, 29, 30),
-    tokens_per_param_log2: Sequence[int] = tuple(range(10)),
+    seed: int = 0, *,
+    models_log2: Sequence[int] = (24, 25, 26, 27, 28, 29, 30), tokens_per_param_log2: Sequence[int] = tuple(range(10)),
     lr_offsets_log2: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0),
-    E: float = 1.69,
-    A: float = 406.4,
-    B: float = 410.7,
-    alpha: float = 0.34,
-    beta: float = 0.28,
-    lr_N: float = -0.5,
-    lr_D: float = -0.125,
-    lr_C: float = 8.5,
-    lr_curvature: float = 0.02,
-    noise: float = 0.002,
+    E: float = 1.69, A: float = 406.4, B: float = 410.7, alpha: float = 0.34, beta: float = 0.28,
+    lr_N: float = -0.5, lr_D: float = -0.125, lr_C: float = 8.5, lr_curvature: float = 0.02, noise: float = 0.002,
 ) -> DemoScalingTable:
     """A deterministic synthetic (Mis)Fitting-style survey: models of N = 2^k parameters (``models_log2``), each trained
     to D = N * 2^j tokens (``tokens_per_param_log2``, so every D is a power of two) at each of the peak lrs
@@ -349,11 +323,9 @@ def log_sweep(sweep: DemoSweep, tracker: Any, progress: bool = True) -> int:
     steps = hist["step"].to_numpy()
     loss = hist["train_loss"].to_numpy(dtype=float)
     norm = hist["output_norm"].to_numpy(dtype=float)
-    starts = bounds[:-1]
     quiet_trackers()
-    with progress_bar(len(starts), "logging runs", enabled=progress, unit="run") as bar:
-        for k in range(len(starts)):
-            lo, hi = int(bounds[k]), int(bounds[k + 1])
+    with progress_bar(len(bounds) - 1, "logging runs", enabled=progress, unit="run") as bar:
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             row = hist.iloc[lo]
             config = {"lr": float(row["lr"]), "bs": int(row["bs"]), "seed": int(row["seed"]), "seq_len": seq_len}
             writer = tracker.start_run(str(names[lo]), config)
@@ -364,7 +336,7 @@ def log_sweep(sweep: DemoSweep, tracker: Any, progress: bool = True) -> int:
                     writer.log_metrics(metrics, int(steps[j]))
             writer.finish("failed" if names[lo] in diverged else "finished")
             bar.update(1)
-    return len(starts)
+    return len(bounds) - 1
 
 
 # what the trackers' own libraries would print per run (banners, run summaries, INFO lines): the demo says less
@@ -417,20 +389,12 @@ def sweep_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(lr_log2=SMALL_LR_LOG2, log_every_tokens=2**25) if ns.small else {}
     if getattr(ns, "long", False):
         kwargs.update(horizons_log2=LONG_HORIZONS_LOG2, log_every_tokens=LONG_LOG_EVERY_TOKENS)
-    if ns.lr_log2 is not None:
-        kwargs["lr_log2"] = _number_list(ns.lr_log2, float, "--lr-log2")
-    if ns.batch_sizes is not None:
-        kwargs["batch_sizes"] = _number_list(ns.batch_sizes, int, "--batch-sizes")
-    if ns.seeds is not None:
-        kwargs["seeds"] = _number_list(ns.seeds, int, "--seeds")
-    if ns.horizons_log2 is not None:
-        kwargs["horizons_log2"] = _number_list(ns.horizons_log2, int, "--horizons-log2")
-    if ns.log_every_tokens is not None:
-        kwargs["log_every_tokens"] = ns.log_every_tokens
-    if ns.seq_len is not None:
-        kwargs["seq_len"] = ns.seq_len
-    if ns.n_diverged is not None:
-        kwargs["n_diverged"] = ns.n_diverged
+    for key, cast in (("lr_log2", float), ("batch_sizes", int), ("seeds", int), ("horizons_log2", int)):
+        if getattr(ns, key) is not None:
+            kwargs[key] = _number_list(getattr(ns, key), cast, "--" + key.replace("_", "-"))
+    for key in ("log_every_tokens", "seq_len", "n_diverged"):
+        if getattr(ns, key) is not None:
+            kwargs[key] = getattr(ns, key)
     return kwargs
 
 
@@ -440,14 +404,11 @@ LIST_OPTIONS = ("--lr-log2", "--batch-sizes", "--seeds", "--horizons-log2")
 def _join_list_values(argv: list[str]) -> list[str]:
     """``--lr-log2 -11,-10`` -> ``--lr-log2=-11,-10``: argparse would take a value starting with '-' for an option."""
     out: list[str] = []
-    i = 0
-    while i < len(argv):
-        if argv[i] in LIST_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1][1:2].isdigit():
-            out.append(f"{argv[i]}={argv[i + 1]}")
-            i += 2
+    for arg in argv:
+        if out and out[-1] in LIST_OPTIONS and arg.startswith("-") and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
         else:
-            out.append(argv[i])
-            i += 1
+            out.append(arg)
     return out
 
 

@@ -55,10 +55,9 @@ class DivergenceSettings:
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and value > 1):
                 raise fail(WHO, f"divergence.{key}", value, "a factor > 1, or null to switch the rule off")
-        if self.early_points < 1:
-            raise fail(WHO, "divergence.early_points", self.early_points, "a count >= 1")
-        if self.min_runs < 1:
-            raise fail(WHO, "divergence.min_runs", self.min_runs, "a count >= 1")
+        for key in ("early_points", "min_runs"):
+            if getattr(self, key) < 1:
+                raise fail(WHO, f"divergence.{key}", getattr(self, key), "a count >= 1")
 
     def rule(self, metric: str = "loss", position: str | None = "horizon") -> str:
         """The rule in words, for warnings."""
@@ -154,14 +153,10 @@ def find_diverged(loss: Sequence[float], run: Sequence[Any], order: Sequence[flo
     # first flagged point of each run (smallest order; ties: the first given)
     idx = np.flatnonzero(flagged)
     first = idx[np.lexsort((idx, key[idx], codes[idx]))]
-    new = np.r_[True, codes[first][1:] != codes[first][:-1]]
-    first = first[new]
+    first = first[np.r_[True, codes[first][1:] != codes[first][:-1]]]
     start = np.full(len(labels), np.inf)
     start[codes[first]] = key[first]
-    if s.enabled:
-        diverged = key >= start[codes]
-    else:
-        diverged = flagged  # the old behaviour: only the non-finite points themselves
+    diverged = key >= start[codes] if s.enabled else flagged  # disabled: only the non-finite points themselves
     why = [_reason(int(reason[i]), loss[i], against[i], s, metric, position_name) for i in first]
     summary = pd.DataFrame({"run": [run_label(labels[codes[i]]) for i in first], "step": key[first],
                             "value": loss[first], "reason": why})
@@ -202,8 +197,7 @@ def early_reference(loss: np.ndarray, codes: np.ndarray, order: Sequence[float] 
 
 def position_median(loss: np.ndarray, position: Sequence[Any], usable: np.ndarray, min_runs: int) -> np.ndarray:
     """Per point: the median of the usable losses at its position (NaN where fewer than ``min_runs`` are there)."""
-    pos_codes, _ = pd.factorize(pd.Series(position).to_numpy())
-    pos_codes = pos_codes.astype(np.int64)
+    pos_codes = pd.factorize(pd.Series(position).to_numpy())[0].astype(np.int64)
     out = np.full(loss.size, np.nan)
     sel = usable & (pos_codes >= 0)
     if not sel.any():

@@ -32,13 +32,11 @@ from toolkit.runset import flatten_config
 def _distributed_rank() -> int | None:
     """The torch.distributed rank when a process group is initialised, else None (torch is not imported here)."""
     dist = sys.modules.get("torch.distributed")
-    if dist is None:
-        return None
     try:
-        if dist.is_available() and dist.is_initialized():
+        if dist is not None and dist.is_available() and dist.is_initialized():
             return int(dist.get_rank())
     except Exception:  # pragma: no cover - a broken or partial torch install
-        return None
+        pass
     return None
 
 
@@ -67,6 +65,13 @@ def _as_float(key: str, value: Any, step: int) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise UserError(f"log_metrics: metric '{key}' at step {step} is not a number: {value!r}") from None
+
+
+def _container(config: Any) -> Any:
+    """An OmegaConf config as plain containers (resolved); anything else as it is."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
 
 
 def _as_step(step: Any) -> int:
@@ -99,16 +104,8 @@ class Logger:
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Record the run's configuration (nested mappings, OmegaConf configs and dataclass dicts)."""
-        if not self.active:
-            return
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(config, DictConfig):
-                config = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
-        except ImportError:  # pragma: no cover
-            pass
-        self._each("log_config", dict(config))
+        if self.active:
+            self._each("log_config", dict(_container(config)))
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         """Record metric values at a step (converted to float; tensors through ``.item()``)."""
@@ -148,14 +145,7 @@ def open_logger(trackers: Sequence[Any], name: str, config: Mapping[str, Any] | 
     """Start run ``name`` in each tracker (objects with ``start_run``, or configs with ``_target_``); one Logger over them."""
     if rank_zero_only and global_rank() != 0:
         return Logger([], rank_zero_only=True)
-    if config is not None:
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(config, DictConfig):
-                config = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
-        except ImportError:  # pragma: no cover
-            pass
+    config = _container(config)
     writers = []
     try:
         for tracker in trackers:
@@ -217,8 +207,7 @@ class InMemoryWriter:
         rows = [{"step": step, **values} for step, values in self.metrics]
         if not rows:
             return pd.DataFrame({"step": pd.Series(dtype="int64")})
-        frame = pd.DataFrame(rows)
-        return frame.groupby("step", as_index=False, sort=True).last()
+        return pd.DataFrame(rows).groupby("step", as_index=False, sort=True).last()
 
 
 class InMemoryTracker:

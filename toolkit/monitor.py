@@ -72,12 +72,8 @@ ACTIVATION_STATS = ("mean", "std", "max", "min", "l2_norm")
 
 def peak_flops_for(device_name: str | None) -> float | None:
     """The dense bf16 peak FLOP/s of a GPU from its name, or None when unknown."""
-    if not device_name:
-        return None
-    for key, value in PEAK_BF16_FLOPS:
-        if key.lower() in device_name.lower():
-            return value
-    return None
+    name = (device_name or "").lower()
+    return next((value for key, value in PEAK_BF16_FLOPS if key.lower() in name), None)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -124,28 +120,14 @@ def default_activation_modules(model: Any) -> dict[str, Any]:
 class TrainingMonitor:
     """Logs time, loss, optimisation, model, hardware and activation metrics of a training loop (see module doc)."""
 
-    def __init__(
-        self,
-        logger: Any,
-        model: Any,
-        optimizer: Any = None,
-        spectral_every: int = 100,
-        spectral_method: str = "power",
-        spectral_steps: int | None = 10,
-        spectral_dtype: Any = None,
-        spectral_filter: Callable[[str, Any], bool] | None = None,
-        per_matrix: bool = False,
-        activations: bool = False,
-        activations_every: int | None = None,
-        activation_modules: Sequence[str] | None = None,
-        total_steps: int | None = None,
-        tokens_per_step: int | None = None,
-        flops_per_token: float | None = None,
-        peak_flops: float | None = None,
-        console: bool = True,
-        console_every: int = 1,
-        print_fn: Callable[[str], None] = print,
-    ) -> None:
+    def __init__(self, logger: Any, model: Any, optimizer: Any = None,
+                 spectral_every: int = 100, spectral_method: str = "power", spectral_steps: int | None = 10,
+                 spectral_dtype: Any = None, spectral_filter: Callable[[str, Any], bool] | None = None,
+                 per_matrix: bool = False, activations: bool = False, activations_every: int | None = None,
+                 activation_modules: Sequence[str] | None = None, total_steps: int | None = None,
+                 tokens_per_step: int | None = None, flops_per_token: float | None = None,
+                 peak_flops: float | None = None, console: bool = True, console_every: int = 1,
+                 print_fn: Callable[[str], None] = print) -> None:
         """Set up the monitor (activation hooks are registered here on rank 0); the clock starts now."""
         torch = require_extra("torch", "torch")
         from toolkit.spectral import parse_method
@@ -298,8 +280,7 @@ class TrainingMonitor:
         metrics["Model/spectral_norm_mean"] = mean
         metrics["Model/spectral_norm_std"] = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
         if self.per_matrix:
-            for name, value in norms.items():
-                metrics[f"Model/spectral_norm/{name}"] = value
+            metrics.update({f"Model/spectral_norm/{name}": value for name, value in norms.items()})
         metrics["Time/spectral_ms"] = (time.perf_counter() - t) * 1e3
 
     def step(self, step: int, loss: Any, val_loss: Any = None) -> dict[str, float]:
@@ -368,9 +349,6 @@ class TrainingMonitor:
     def console_line(self, step: int, metrics: dict[str, float]) -> str:
         """modded-nanogpt's line: ``step:1000/1750 val_loss:3.2847 train_time:180420ms step_avg:180.42ms``."""
         head = f"step:{step}/{self.total_steps}" if self.total_steps else f"step:{step}"
-        if "Loss/val_loss" in metrics:
-            loss = f"val_loss:{metrics['Loss/val_loss']:.4f}"
-        else:
-            loss = f"train_loss:{metrics['Loss/train_loss']:.4f}"
-        return (f"{head} {loss} train_time:{metrics['Time/training_time_ms']:.0f}ms "
+        loss = "val_loss" if "Loss/val_loss" in metrics else "train_loss"
+        return (f"{head} {loss}:{metrics['Loss/' + loss]:.4f} train_time:{metrics['Time/training_time_ms']:.0f}ms "
                 f"step_avg:{metrics['Time/step_avg_ms']:.2f}ms")

@@ -11,8 +11,8 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from toolkit.outputs import atomic_write_text, write_csv
-from toolkit.secrets import MASK, SECRET_KEY, scrub
+from toolkit.outputs import atomic_write_text, write_csv, write_json
+from toolkit.secrets import MASK, SECRET_KEY, scrub, scrub_file
 
 log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
@@ -29,8 +29,6 @@ def mask_overrides(overrides: list[str]) -> list[str]:
 
 def write_job_record(run_dir: str | Path, overrides: list[str], error: str | None, exit_code: int | None = None) -> None:
     """Record a multirun job's overrides and outcome in its folder."""
-    from toolkit.outputs import write_json
-
     write_json(Path(run_dir) / JOB_FILE, {"overrides": mask_overrides(list(overrides)), "status": "failed" if error else "ok",
                                                "error": None if error is None else scrub(error),
                                                "exit_code": exit_code if exit_code is not None else (2 if error else 0)})
@@ -135,8 +133,6 @@ def _write_sweep_report(sweep_dir: Path, summary: pd.DataFrame, table_names: lis
 def clean_launcher_files(sweep_dir: Path) -> None:
     """After the jobs: remove the launcher's pickles (submitit keeps each job's config, secrets included, in them)
     and scrub its text logs."""
-    from toolkit.secrets import scrub_file
-
     for folder in sweep_dir.rglob(".submitit"):
         for path in folder.rglob("*"):
             if path.is_file() and path.suffix == ".pkl":

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +23,32 @@ os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp alone gives 0600
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes to ``path`` through a temporary file in the same folder, then rename."""
+def atomic_write_with(path: str | os.PathLike, write: Callable[[int, str], None], mode: int = FILE_MODE) -> Path:
+    """Make ``path`` through a temporary file in the same folder (``write(fd, tmp)`` fills it, and closes ``fd``),
+    then chmod and rename; the temporary file is removed when anything fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
+        write(fd, tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to ``path`` through a temporary file in the same folder, then rename."""
+
+    def write(fd: int, tmp: str) -> None:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return atomic_write_with(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -66,13 +77,10 @@ def to_jsonable(obj: Any) -> Any:
         return str(obj)
     if obj is None or isinstance(obj, (str, int)):
         return obj
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-        if isinstance(obj, (DictConfig, ListConfig)):
-            return to_jsonable(OmegaConf.to_container(obj, resolve=True))
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(obj, (DictConfig, ListConfig)):
+        return to_jsonable(OmegaConf.to_container(obj, resolve=True))
     return str(obj)
 
 
@@ -88,18 +96,12 @@ def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> Path:
 
 def write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
     """Write a parquet file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(fd: int, tmp: str) -> None:
+        os.close(fd)
         df.to_parquet(tmp, index=False)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write_with(path, write)
 
 
 def copy_artifact(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
@@ -210,25 +212,24 @@ class AnalysisOutput:
         log.warning("%s: %s", self.name, message)
         self.warnings.append(message)
 
-    def table(self, name: str, df: pd.DataFrame) -> Path:
-        """Save a table as ``<name>.csv``."""
-        path = write_csv(self.dir / f"{name}.csv", df)
+    def _kept(self, path: Path) -> Path:
         self.files.append(path.name)
         return path
 
+    def table(self, name: str, df: pd.DataFrame) -> Path:
+        """Save a table as ``<name>.csv``."""
+        return self._kept(write_csv(self.dir / f"{name}.csv", df))
+
     def figure(self, name: str, fig: Any, caption: str | None = None) -> Path:
         """Save a matplotlib (PNG) or plotly (HTML) figure; ``caption`` (one line: what it shows) goes to the report."""
-        path = save_figure(fig, self.dir / name, run_dir=self.run_dir)  # the staging folder sits beside the final one
-        self.files.append(path.name)
+        path = self._kept(save_figure(fig, self.dir / name, run_dir=self.run_dir))  # staged beside the final folder
         if caption:
             self.captions[path.name] = caption
         return path
 
     def json(self, name: str, obj: Any) -> Path:
         """Save a JSON file."""
-        path = write_json(self.dir / f"{name}.json", obj)
-        self.files.append(path.name)
-        return path
+        return self._kept(write_json(self.dir / f"{name}.json", obj))
 
     def commit(self, summary: dict[str, Any]) -> Path:
         """Write summary.json and move the staged folder into place."""

@@ -62,6 +62,14 @@ def _container(cfg: Any) -> dict[str, Any]:
     return dict(cfg)
 
 
+def _implements(impl: Any, protocol: type, where: str, target: Any) -> None:
+    """A one-line UserError naming what ``impl`` (the object behind ``target``) lacks of ``protocol``."""
+    problems = protocol_problems(impl, protocol)
+    if problems:
+        raise UserError(f"{where}: _target_ '{target}' does not implement the {protocol.__name__} protocol: "
+                        f"{', '.join(problems)}")
+
+
 def _part(node: Any, where: str, protocol: type) -> Part:
     """Locate the ``_target_`` of a config node, check it against ``protocol`` and check its settings."""
     if not isinstance(node, (DictConfig, Mapping)) or not node.get("_target_"):
@@ -69,10 +77,7 @@ def _part(node: Any, where: str, protocol: type) -> Part:
         raise UserError(f"{where}: not a part config with a _target_{header}")
     cls = locate(str(node["_target_"]), where)
     impl = cls() if isinstance(cls, type) else cls
-    problems = protocol_problems(impl, protocol)
-    if problems:
-        raise UserError(f"{where}: _target_ '{node['_target_']}' does not implement the {protocol.__name__} protocol: "
-                        f"{', '.join(problems)}")
+    _implements(impl, protocol, where, node["_target_"])
     return Part(where.rpartition(".")[2], impl, settings_of(node, impl.settings_type, who=where))
 
 
@@ -81,9 +86,7 @@ def resolve(cfg: DictConfig) -> Job:
     top = [k for k in cfg.keys() if k != "hydra"]
     check_known_keys({k: None for k in top}, RunSettings, "config")
     recipe = _part(cfg.get("recipe"), "recipe", Recipe)
-    analyses = []
-    for name, node in (cfg.get("analysis") or {}).items():
-        analyses.append(_part(node, f"analysis.{name}", Analysis))
+    analyses = [_part(node, f"analysis.{name}", Analysis) for name, node in (cfg.get("analysis") or {}).items()]
     for part in analyses:
         missing = [c for c in part.impl.carried_columns(part.settings) if c]
         if missing and hasattr(recipe.settings, "keep_columns"):
@@ -122,10 +125,7 @@ def build_tracker(tracker_cfg: Any) -> Tracker:
         if isinstance(cause, UserError):
             raise cause from None
         raise
-    problems = protocol_problems(tracker, Tracker)
-    if problems:
-        raise UserError(f"tracker: _target_ '{tracker_cfg['_target_']}' does not implement the Tracker protocol: "
-                        f"{', '.join(problems)}")
+    _implements(tracker, Tracker, "tracker", tracker_cfg["_target_"])
     return tracker
 
 
@@ -160,7 +160,10 @@ def build_table(job: Job, warnings: list[str], info: dict[str, Any] | None = Non
 
 
 def _record(status: dict[str, Any], name: str, kind: str, message: str) -> None:
+    """Record a failed analysis; an input error is also logged (to the log file: the error line repeats it)."""
     status["analyses"][name] = {"status": "failed", "kind": kind, "message": message}
+    if kind == "input":
+        log.error("%s", _prefixed(name, message), extra={"console": False})
 
 
 def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str, Any]) -> None:
@@ -180,7 +183,6 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
             log.info("%s: done in %.2f s -> %s", name, time.perf_counter() - started, out.final_dir)
         except UserError as exc:
             _record(status, name, "input", scrub(_strip(str(exc), name)))
-            log.error("%s", _prefixed(name, status["analyses"][name]["message"]), extra={"console": False})
         except Exception as exc:  # a bug: recorded with its traceback in the log, the other analyses still run
             if interrupted():  # an exception around a signal (an import cut short) is the interruption, not a bug
                 status["analyses"][name] = {"status": "interrupted", "kind": "interrupted", "message": "interrupted"}
@@ -188,7 +190,6 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
             extra = missing_extra_from(exc, f"analysis {name}")
             if extra is not None:  # an optional module that is not installed: bad setup, not a bug
                 _record(status, name, "input", scrub(str(extra)))
-                log.error("%s", _prefixed(name, status["analyses"][name]["message"]), extra={"console": False})
             else:
                 _record(status, name, "bug", scrub(f"{type(exc).__name__}: {exc}"))
                 log.error("%s: bug: %s", name, scrub(traceback.format_exc()))
@@ -214,8 +215,7 @@ def _strip(message: str, name: str) -> str:
 
 def finish(run_dir: Path, job_title: str, status: dict[str, Any]) -> None:
     """Write status.json and the report (also after a failure or an interruption)."""
-    failed = {k: v["message"] for k, v in status["analyses"].items() if v.get("status") != "ok"}
-    status["failed"] = failed
+    status["failed"] = {k: v["message"] for k, v in status["analyses"].items() if v.get("status") != "ok"}
     write_json(run_dir / "status.json", status)
     write_report(run_dir, title=job_title, status=status)
 
@@ -309,6 +309,6 @@ def error_line(status: Mapping[str, Any], run_dir: str | Path) -> str | None:
     failed = {k: v for k, v in status.get("analyses", {}).items() if v.get("status") != "ok"}
     if not failed:
         return None
-    parts = [(v["message"] if v["message"].startswith((f"{k}:", f"{k} ")) else f"{k}: {v['message']}")
-             + (" (a bug; traceback in the log)" if v.get("kind") == "bug" else "") for k, v in failed.items()]
+    parts = [_prefixed(k, v["message"]) + (" (a bug; traceback in the log)" if v.get("kind") == "bug" else "")
+             for k, v in failed.items()]
     return f"analysis failed: {'; '.join(parts)} (the others are in {run_dir})"

@@ -12,15 +12,17 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from toolkit.errors import UserError
 from toolkit.outputs import copy_artifact
-from toolkit.report import ResultTable, render_generic
 from toolkit.runset import RUN_COLUMNS, RunSet, Selection
+
+if TYPE_CHECKING:
+    from toolkit.report import ResultTable
 
 
 @runtime_checkable
@@ -135,23 +137,18 @@ class Tracker(Protocol):
 
     def configure(self, cache: Any, progress: bool) -> None:
         """Receive the run's cache settings (``toolkit.settings.CacheSettings``) and the progress switch."""
-        ...
 
     def list_runs(self, selection: Selection) -> pd.DataFrame:
         """Runs table (RunSet.runs layout) of at least the runs the selection admits."""
-        ...
 
     def read_history(self, runs: pd.DataFrame, keys: Sequence[str] | None) -> pd.DataFrame:
         """Wide history (run_id, step, one column per key) of the given runs; all keys when None."""
-        ...
 
     def take_warnings(self) -> list[str]:
         """The warnings gathered since the last call (and forget them)."""
-        ...
 
     def start_run(self, name: str, config: Mapping[str, Any] | None = None) -> RunWriter:
         """Start a run for writing."""
-        ...
 
 
 @dataclass
@@ -170,15 +167,12 @@ class Recipe(Protocol):
 
     def metric_keys(self, settings: Any) -> list[str] | None:
         """History keys to read (None: every key)."""
-        ...
 
     def needs_tracker(self, settings: Any) -> bool:
         """False when the recipe reads its data itself (the tracker is then not read at all)."""
-        ...
 
     def build(self, runset: RunSet, settings: Any) -> Built:
         """The Table of ``runset`` (bad input raises ``UserError``; problems that let the rest go on are warnings)."""
-        ...
 
 
 @runtime_checkable
@@ -190,15 +184,12 @@ class Analysis(Protocol):
 
     def required_columns(self, settings: Any) -> Sequence[str]:
         """The Table columns this analysis needs with these settings (checked by the pipeline before it runs)."""
-        ...
 
     def carried_columns(self, settings: Any) -> Sequence[str]:
         """Extra Table columns the recipe should carry for these settings (e.g. grouping columns)."""
-        ...
 
     def run(self, table: pd.DataFrame, settings: Any, out: Any) -> Mapping[str, Any]:
         """The summary (written as summary.json); tables, figures and warnings go through ``out``."""
-        ...
 
 
 class TrackerBase:
@@ -275,6 +266,8 @@ class AnalysisBase:
 
     def report_tables(self, summary: Mapping[str, Any], adir: Path) -> list[ResultTable]:
         """The report's key tables of this analysis' folder ``adir``: the generic table of summary.json's scalars."""
+        from toolkit.report import render_generic
+
         return render_generic(summary, adir)
 
 
@@ -298,10 +291,7 @@ def protocol_problems(part: Any, protocol: type) -> list[str]:
 
 def order_run_columns(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs table with the fixed RunSet columns first (added empty where missing), the rest after."""
-    runs = runs.copy()
-    for col in RUN_COLUMNS:
-        if col not in runs.columns:
-            runs[col] = "" if col == "tags" else None
+    runs = runs.assign(**{col: ("" if col == "tags" else None) for col in RUN_COLUMNS if col not in runs.columns})
     fixed = list(RUN_COLUMNS)
     return runs[fixed + [c for c in runs.columns if c not in fixed]].reset_index(drop=True)
 

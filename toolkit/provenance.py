@@ -29,8 +29,7 @@ def command_line(overrides: Iterable[str] | None, multirun: bool = False) -> str
     """``python run.py <overrides>`` with secrets masked; None when the overrides are unknown."""
     if overrides is None:
         return None
-    words = ["python", "run.py"] + (["-m"] if multirun else []) + [mask_argument(o) for o in overrides]
-    return shlex.join(words)
+    return shlex.join(["python", "run.py"] + (["-m"] if multirun else []) + [mask_argument(o) for o in overrides])
 
 
 def hydra_command() -> str | None:
@@ -95,9 +94,8 @@ def tracker_source(tracker_cfg: Any) -> dict[str, Any]:
             name = getattr(locate(str(target), "tracker"), "name", None)
         except Exception:  # a tracker that does not import: its target names it
             name = None
-    source = {k: masked[k] for k in SOURCE_KEYS if masked.get(k) not in (None, "", [], {})}
     return {"tracker": name or (str(target).rpartition(".")[2] if target else None), "target": target,
-            "source": {k: scrub(str(v)) for k, v in source.items()}}
+            "source": {k: scrub(str(masked[k])) for k in SOURCE_KEYS if masked.get(k) not in (None, "", [], {})}}
 
 
 def collect(tracker_cfg: Any = None, n_runs_read: int | None = None, n_runs_kept: int | None = None,
@@ -121,8 +119,6 @@ def collect(tracker_cfg: Any = None, n_runs_read: int | None = None, n_runs_kept
 def runs_kept(table: Any) -> int | None:
     """How many runs the Table holds (distinct ``run_id``), or None when it has no run column."""
     try:
-        if "run_id" in table.columns:
-            return int(table["run_id"].nunique())
+        return int(table["run_id"].nunique()) if "run_id" in table.columns else None
     except Exception:  # not a frame: unknown
         return None
-    return None

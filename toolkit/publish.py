@@ -72,7 +72,7 @@ class PublishTarget:
         """``<tracker> (key=value, ...)``: the settings that differ from the tracker's defaults, secrets masked."""
         shown = {k: v for k, v in mask_config(self.node).items() if k != "_target_"}
         defaults: dict[str, Any] = {}
-        try:
+        with contextlib.suppress(UserError):
             settings_type = getattr(locate(str(self.node.get("_target_")), "publish"), "settings_type", None)
             if dataclasses.is_dataclass(settings_type):
                 for f in dataclasses.fields(settings_type):
@@ -80,8 +80,6 @@ class PublishTarget:
                         defaults[f.name] = _plain(f.default)
                     elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
                         defaults[f.name] = _plain(f.default_factory())  # type: ignore[misc]
-        except UserError:
-            pass
         parts = [f"{k}={v}" for k, v in shown.items() if v is not None and (k not in defaults or defaults[k] != v)]
         return scrub(f"{self.tracker} ({', '.join(parts)})" if parts else self.tracker)
 
@@ -250,25 +248,24 @@ def command_overrides() -> list[str] | None:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        if HydraConfig.initialized():
-            return [str(o) for o in HydraConfig.get().overrides.task]
+        return [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else None
     except Exception:  # outside Hydra, or a Hydra without this API: the command is simply not recorded
         return None
-    return None
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def published_config(run_dir: Path, status: Mapping[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """The published run's config: the sweepkit run, the source tracker and the selection (all masked)."""
-    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8")) if (run_dir / "config.json").is_file() else {}
-    saved = mask_config(saved)
+    saved = mask_config(_saved_config(run_dir))
     tracker = dict(saved.get("tracker") or {})
-    target = tracker.pop("_target_", None)
-    source_name = target
+    source_name = target = tracker.pop("_target_", None)
     if target:
-        try:
+        with contextlib.suppress(UserError):
             source_name = getattr(locate(str(target), "tracker"), "name", target)
-        except UserError:
-            pass
     analyses = status.get("analyses", {})
     sweepkit = {
         "title": saved.get("title"),
@@ -336,9 +333,7 @@ def publish_run(target: PublishTarget, run_dir: str | Path, status: dict[str, An
     started run as killed and is raised. ``write_report`` writes status.json and the report (uploaded afterwards).
     """
     run_dir = Path(run_dir)
-    saved = {}
-    if (run_dir / "config.json").is_file():
-        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    saved = _saved_config(run_dir)
     title = str(saved.get("title") or "Sweep analysis")
     name = scrub(target.name or RUN_NAME.format(title=title))
     where = target.describe()
@@ -410,10 +405,8 @@ def _line(record: Mapping[str, Any]) -> str:
     if record.get("status") == "published":
         return (f"published to {record['target']} as {run}: {record.get('metrics', 0)} metrics, "
                 f"{record.get('artifacts', 0)} artifacts")
-    if record.get("status") == "skipped":
+    if record.get("status") in ("skipped", "interrupted"):  # an interrupted record's message is "interrupted"
         return f"not published to {record['target']}: {record.get('message', '')}"
-    if record.get("status") == "interrupted":
-        return f"not published to {record['target']}: interrupted"
     return f"not published to {record['target']} (the warning below says why); the local results are complete"
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from toolkit.outputs import atomic_write_text
+from toolkit.secrets import mask_config, scrub
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).parent / "templates"
@@ -111,7 +112,7 @@ def fmt(value: Any, digits: int = 4) -> str:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, (int,)) and not isinstance(value, bool):
+    if isinstance(value, int):
         return str(value)
     try:
         number = float(value)
@@ -126,9 +127,7 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 def fmt_ci(low: Any, high: Any) -> str:
     """'[low, high]', or '' when either end is missing."""
-    if missing(low) or missing(high):
-        return ""
-    return f"[{fmt(low)}, {fmt(high)}]"
+    return "" if missing(low) or missing(high) else f"[{fmt(low)}, {fmt(high)}]"
 
 
 def fmt_horizon(value: Any) -> str:
@@ -264,28 +263,23 @@ def _figures(adir: Path, summary: Mapping[str, Any], inline: bool = True) -> lis
     files = sorted(adir.glob("*.png")) + sorted(adir.glob("*.html"))
     order = {name: i for i, name in enumerate(captions)}  # the order the analysis made them, then the others
     files.sort(key=lambda p: (order.get(p.name, len(order)), p.suffix != ".png", p.name))
-    figures = []
-    for path in files:
+
+    def figure(path: Path) -> Figure:  # a PNG inline as base64 (unless not inline), an HTML figure as it is
         caption = text_of(captions.get(path.name)) or path.name
-        if path.suffix == ".png":
-            data = base64.b64encode(path.read_bytes()).decode("ascii") if inline else ""
-            figures.append(Figure(path.name, caption, "png", data))
-        else:
-            figures.append(Figure(path.name, caption, "html"))
-    return figures
+        if path.suffix != ".png":
+            return Figure(path.name, caption, "html")
+        return Figure(path.name, caption, "png", base64.b64encode(path.read_bytes()).decode("ascii") if inline else "")
+
+    return [figure(p) for p in files]
 
 
 def analysis_view(adir: Path, inline: bool = True) -> AnalysisView:
     """Read one analysis folder into what the report shows."""
-    from toolkit.secrets import scrub
-
+    notes: list[str] = []
     try:
         summary = json.loads((adir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        summary = {}
-        notes = [f"summary.json could not be read ({type(exc).__name__})"]
-    else:
-        notes = []
+        summary, notes = {}, [f"summary.json could not be read ({type(exc).__name__})"]
     if not isinstance(summary, dict):
         summary, notes = {}, notes + ["summary.json is not an object"]
     tables, more = render_tables(adir.name, summary, adir)
@@ -298,8 +292,6 @@ def analysis_view(adir: Path, inline: bool = True) -> AnalysisView:
 
 def provenance_items(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The provenance header's (label, text) pairs, secrets scrubbed."""
-    from toolkit.secrets import mask_config, scrub
-
     prov = status.get("provenance") if isinstance(status.get("provenance"), Mapping) else {}
     items: list[tuple[str, str]] = []
     if not prov:
@@ -326,8 +318,6 @@ def provenance_items(status: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def build_context(run_dir: Path, title: str, status: Mapping[str, Any], inline: bool = True) -> dict[str, Any]:
     """Everything the report templates show."""
-    from toolkit.secrets import scrub
-
     failed = status.get("failed") or {}
     error = status.get("error") if isinstance(status.get("error"), Mapping) else None
     return {

@@ -90,15 +90,12 @@ def coerce_number(value: Any) -> Any:
         return low == "true"
     if low in ("none", "null", ""):
         return None
-    try:
-        number = int(text)
-        return number
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return value
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return value
 
 
 @dataclass

@@ -91,15 +91,12 @@ def porian_counts(width: np.ndarray, depth: np.ndarray, seq_len: np.ndarray | fl
     standard: N = OpenLM count with embeddings, 6 N per token (no attention); attention: FLOPs per token
     6 N + 6 seq_len width depth and N = that / 6 (effective parameters); kaplan: N without embeddings, 6 N."""
     width, depth = np.asarray(width, float), np.asarray(depth, float)
-    if param_count == "standard":
-        n = open_lm_params(width, depth, vocab_size)
+    if param_count in ("standard", "kaplan"):
+        n = open_lm_params(width, depth, vocab_size if param_count == "standard" else 0.0)
         return n, 6.0 * n
     if param_count == "attention":
         fpt = 6.0 * open_lm_params(width, depth, vocab_size) + 6.0 * np.asarray(seq_len, float) * width * depth
         return fpt / 6.0, fpt
-    if param_count == "kaplan":
-        n = open_lm_params(width, depth, 0.0)
-        return n, 6.0 * n
     raise UserError(f"porian loader: param_count={param_count!r}; expected one of {', '.join(PARAM_COUNTS)}")
 
 
@@ -165,8 +162,7 @@ def load_porian(path: str | os.PathLike, *, allow_pickle: bool = False, loss_key
             curve = proportional_smoothing(curve.rename(source_key), smoothing_window,
                                            compensate_delay=source_key == "train/loss")
         curve = curve.groupby(level=0).mean().sort_index()
-        steps = curve.index.to_numpy(float)
-        curve = curve[steps >= min_step]
+        curve = curve[curve.index.to_numpy(float) >= min_step]
         if not len(curve):
             continue
         tokens = curve.index.to_numpy(float) * float(run["bs"]) * float(run["seq_len"])

@@ -100,12 +100,9 @@ _DEFAULT_BY_ID: dict[int, ScalingFactorSampler] = {}
 def default_sampler(logger: Any) -> ScalingFactorSampler:
     """The sampler (100 columns, seed 0) kept for a logger when none is passed."""
     try:
-        sampler = _DEFAULT_SAMPLERS.get(logger)
-        if sampler is None:
-            sampler = _DEFAULT_SAMPLERS[logger] = ScalingFactorSampler()
+        return _DEFAULT_SAMPLERS.setdefault(logger, ScalingFactorSampler())
     except TypeError:  # not weak-referenceable
-        sampler = _DEFAULT_BY_ID.setdefault(id(logger), ScalingFactorSampler())
-    return sampler
+        return _DEFAULT_BY_ID.setdefault(id(logger), ScalingFactorSampler())
 
 
 def scaling_factor_metrics(factors: Mapping[Any, Any], sampler: ScalingFactorSampler) -> dict[str, float]:

@@ -33,11 +33,8 @@ def mask_config(config: Any) -> Any:
 
 
 def _leaves(value: Any) -> Iterable[str]:
-    if isinstance(value, Mapping):
-        for v in value.values():
-            yield from _leaves(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
+    if isinstance(value, (Mapping, list, tuple)):
+        for v in value.values() if isinstance(value, Mapping) else value:
             yield from _leaves(v)
     elif value is not None and not isinstance(value, bool):
         yield str(value)
@@ -45,16 +42,13 @@ def _leaves(value: Any) -> Iterable[str]:
 
 def config_secrets(config: Any) -> list[str]:
     """Values under secret-looking keys of a nested config, and passwords in URLs (what ``mask_config`` masks)."""
-    found: list[str] = []
     if isinstance(config, Mapping):
-        for k, v in config.items():
-            found.extend(_leaves(v) if SECRET_KEY.search(str(k)) else config_secrets(v))
-    elif isinstance(config, (list, tuple)):
-        for v in config:
-            found.extend(config_secrets(v))
-    elif isinstance(config, str):
-        found.extend(m.group(0)[len(m.group(1)):-1] for m in URL_CREDENTIALS.finditer(config))
-    return found
+        return [s for k, v in config.items() for s in (_leaves(v) if SECRET_KEY.search(str(k)) else config_secrets(v))]
+    if isinstance(config, (list, tuple)):
+        return [s for v in config for s in config_secrets(v)]
+    if isinstance(config, str):
+        return [m.group(0)[len(m.group(1)):-1] for m in URL_CREDENTIALS.finditer(config)]
+    return []
 
 
 def override_secrets(overrides: Iterable[str]) -> list[str]:
@@ -62,12 +56,9 @@ def override_secrets(overrides: Iterable[str]) -> list[str]:
     found: list[str] = []
     for item in overrides:
         key, sep, value = str(item).partition("=")
-        if not sep or not SECRET_KEY.search(key):
-            continue
-        value = value.strip()
-        found.append(value)
-        found.extend(part.strip().strip("'\"") for part in value.split(","))
-        found.append(value.strip("'\""))
+        if sep and SECRET_KEY.search(key):
+            value = value.strip()
+            found += [value, *(part.strip().strip("'\"") for part in value.split(",")), value.strip("'\"")]
     return found
 
 

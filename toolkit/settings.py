@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,10 +76,7 @@ def fail(who: str, key: str, value: Any, expected: str) -> UserError:
 def one_line(exc: BaseException) -> str:
     """An OmegaConf/Hydra error as one line: its message, the cause's, and the key it concerns."""
     parts: list[str] = []
-    chain: list[BaseException] = [exc]
-    if exc.__cause__ is not None:
-        chain.append(exc.__cause__)
-    for cur in chain:
+    for cur in [c for c in (exc, exc.__cause__) if c is not None]:
         if isinstance(cur, UserError):
             return str(cur)
         for line in str(cur).splitlines():
@@ -102,21 +100,20 @@ def as_settings(cls: type[T], given: Any = None, who: str | None = None, **overr
 
     if isinstance(given, cls) and not overrides:
         return given
+    who = who or cls.__name__
     try:
-        base = OmegaConf.structured(cls)
-        parts: list[Any] = [base]
+        parts: list[Any] = [OmegaConf.structured(cls)]
         if isinstance(given, cls):
             parts.append(OmegaConf.structured(given))
         elif isinstance(given, (Mapping, DictConfig)):
             parts.append(given)
         elif given is not None:
-            raise UserError(f"{who or _who(cls)}: settings should be a mapping, got {type(given).__name__}")
+            raise UserError(f"{who}: settings should be a mapping, got {type(given).__name__}")
         if overrides:
             parts.append(overrides)
-        merged = OmegaConf.merge(*parts)
-        return check_types(OmegaConf.to_object(merged), who or _who(cls))  # type: ignore[return-value]
+        return check_types(OmegaConf.to_object(OmegaConf.merge(*parts)), who)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise UserError(f"{who or _who(cls)}: {one_line(exc)}") from None
+        raise UserError(f"{who}: {one_line(exc)}") from None
 
 
 def unknown_keys(node: Any, cls: type, prefix: str = "") -> list[str]:
@@ -125,22 +122,19 @@ def unknown_keys(node: Any, cls: type, prefix: str = "") -> list[str]:
 
     if not isinstance(node, (DictConfig, Mapping)) or not dataclasses.is_dataclass(cls):
         return []
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name for f in dataclasses.fields(cls)}
     hints = _hints(cls)
     found = []
     for key in node.keys():
+        sub = hints.get(key)
         if key not in fields:
             found.append(f"{prefix}{key}")
-            continue
-        sub = hints.get(key)
-        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+        elif isinstance(sub, type) and dataclasses.is_dataclass(sub):
             found += unknown_keys(node.get(key), sub, f"{prefix}{key}.")
     return found
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    import typing
-
     try:
         return typing.get_type_hints(cls)
     except Exception:  # an annotation that does not evaluate: no nested check
@@ -155,15 +149,9 @@ def check_known_keys(node: Any, cls: type, who: str) -> None:
         raise UserError(f"{who}: unknown key(s) {', '.join(extra)}; {cls.__name__} has: {names}")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def type_problems(value: Any, tp: Any, key: str) -> list[str]:
     """Where ``value`` does not have type ``tp``, down to list items and mapping values (OmegaConf checks the top
     level of an override only: ``by=[[1,2]]`` reaches a ``List[str]`` field unchecked)."""
-    import typing
-
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any or tp is None:
         return []
@@ -188,7 +176,7 @@ def type_problems(value: Any, tp: Any, key: str) -> list[str]:
                 for p in type_problems(getattr(value, f.name), hints.get(f.name, Any), f"{key}.{f.name}".lstrip("."))]
     if isinstance(tp, type):
         ok = isinstance(value, tp) or (tp is float and isinstance(value, int) and not isinstance(value, bool))
-        return [] if ok else [f"{key}={value!r} (expected {_type_name(tp)})"]
+        return [] if ok else [f"{key}={value!r} (expected {tp.__name__})"]
     return []
 
 
@@ -205,17 +193,14 @@ def settings_of(node: Any, cls: type[T], who: str | None = None) -> T:
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    check_known_keys(node, cls, who or _who(cls))
+    who = who or cls.__name__
+    check_known_keys(node, cls, who)
     if isinstance(node, DictConfig) and OmegaConf.get_type(node) is cls:
         try:
-            return check_types(OmegaConf.to_object(node), who or _who(cls))  # type: ignore[return-value]
+            return check_types(OmegaConf.to_object(node), who)  # type: ignore[return-value]
         except OmegaConfBaseException as exc:
-            raise UserError(f"{who or _who(cls)}: {one_line(exc)}") from None
+            raise UserError(f"{who}: {one_line(exc)}") from None
     return as_settings(cls, node, who=who)
-
-
-def _who(cls: type) -> str:
-    return cls.__name__
 
 
 # --------------------------------------------------------------------------------------------- registration

@@ -51,12 +51,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from toolkit.errors import UserError, require_extra
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch  # noqa: F401
 
 METHODS = ("exact", "matrix_norm", "power", "ns5-fast", "ns3-accurate")
 ITERATIVE = ("power", "ns5-fast", "ns3-accurate")
@@ -152,9 +149,7 @@ def _matvec(w: Any, v: Any) -> Any:
 
 def _iterate(w: Any, right: Any, v: Any, steps: int, tol: float | None) -> tuple[Any, Any, Any, int]:
     """Power iteration v <- right(W v); returns (||W v||, v.right(W v), v, steps run) for the last start vector."""
-    prev = None
-    wv_norm = rq = None
-    done = 0
+    prev = wv_norm = rq = None
     for k in range(steps):
         u = _matvec(w, v)
         z = right(u)
@@ -162,13 +157,12 @@ def _iterate(w: Any, right: Any, v: Any, steps: int, tol: float | None) -> tuple
             wv_norm = u.norm(dim=-1)
             rq = (v * z).sum(-1)
         v = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-        done += 1
         if tol is not None:
             if prev is not None and bool(((wv_norm - prev).abs() <= tol * wv_norm.abs()).all()):
                 break
             prev = wv_norm
     assert wv_norm is not None and rq is not None
-    return wv_norm, rq, v, done
+    return wv_norm, rq, v, k + 1
 
 
 def newton_schulz5(x: Any, steps: int = 5) -> Any:
@@ -189,17 +183,8 @@ def newton_schulz3(x: Any, steps: int = 12) -> Any:
     return x
 
 
-def estimate(
-    w: Any,
-    method: str = "power",
-    steps: int | None = None,
-    dtype: Any = None,
-    v0: Any = None,
-    tol: float | None = None,
-    ns_steps: int | None = None,
-    ns_estimate: str = "wv",
-    seed: int = 0,
-) -> Estimate:
+def estimate(w: Any, method: str = "power", steps: int | None = None, dtype: Any = None, v0: Any = None,
+             tol: float | None = None, ns_steps: int | None = None, ns_estimate: str = "wv", seed: int = 0) -> Estimate:
     """Estimate s1 of every matrix of a (B, m, n) or (m, n) tensor with one batched computation."""
     torch = _torch()
     name, spec_steps = parse_method(method)
@@ -216,10 +201,7 @@ def estimate(
         if name in ("exact", "matrix_norm"):
             full = torch.float64 if dtype == torch.float64 else torch.float32
             x = w.to(dtype).to(full)  # bf16: the rounded matrix, decomposed in fp32 (no bf16 SVD)
-            if name == "exact":
-                sigma = torch.linalg.svdvals(x)[..., 0]
-            else:
-                sigma = torch.linalg.matrix_norm(x, ord=2)
+            sigma = torch.linalg.svdvals(x)[..., 0] if name == "exact" else torch.linalg.matrix_norm(x, ord=2)
             return Estimate(sigma.float())
         x = _oriented(w.to(dtype))
         batch, _, n = x.shape
@@ -246,25 +228,17 @@ def named_matrices(params: Mapping[str, Any] | Iterable[Any]) -> Mapping[str, An
     return {str(i): p for i, p in enumerate(params)}
 
 
-def spectral_norms(
-    named_params: Mapping[str, Any] | Iterable[Any],
-    method: str = "power",
-    steps: int | None = None,
-    dtype: Any = None,
-    state: MutableMapping[str, Any] | None = None,
-    tol: float | None = None,
-    ns_steps: int | None = None,
-    seed: int = 0,
-) -> dict[str, float]:
+def spectral_norms(named_params: Mapping[str, Any] | Iterable[Any], method: str = "power", steps: int | None = None,
+                   dtype: Any = None, state: MutableMapping[str, Any] | None = None, tol: float | None = None,
+                   ns_steps: int | None = None, seed: int = 0) -> dict[str, float]:
     """s1 per 2-D parameter name, one batched call per (shape, device, dtype); ``state`` caches warm-start vectors.
     ``named_params`` is a mapping name -> tensor or a list of tensors (then named ``"0"``, ``"1"``, ... by position)."""
     torch = _torch()
     named_params = named_matrices(named_params)
     groups: dict[tuple, list[str]] = {}
     for pname, p in named_params.items():
-        if getattr(p, "ndim", 0) != 2:
-            continue
-        groups.setdefault((tuple(p.shape), str(p.device), p.dtype), []).append(pname)
+        if getattr(p, "ndim", 0) == 2:
+            groups.setdefault((tuple(p.shape), str(p.device), p.dtype), []).append(pname)
     name, _ = parse_method(method)
     sigmas: list[Any] = []
     order: list[str] = []
@@ -285,10 +259,7 @@ def spectral_norms(
                     state[n] = est.vectors[i].detach()
             sigmas.append(est.sigma.float().cpu())
             order.extend(names)
-    if not sigmas:
-        return {}
-    values = torch.cat(sigmas).tolist()
-    return dict(zip(order, values))
+    return dict(zip(order, torch.cat(sigmas).tolist())) if sigmas else {}
 
 
 def spectral_norm(w: Any, method: str = "power", **kwargs: Any) -> float:

@@ -204,10 +204,9 @@ def closest_xy_lr(minima: pd.DataFrame, points: pd.DataFrame, by: Sequence[str] 
             continue
         d = (g["x"].to_numpy(float) - x0[i]) ** 2 + (g["loss"].to_numpy(float) - y0[i]) ** 2
         j = int(np.argmin(d))
-        out.iloc[i, out.columns.get_loc("lr")] = float(g["lr"].iloc[j])
-        out.iloc[i, out.columns.get_loc("log2_lr")] = float(np.log2(g["lr"].iloc[j]))
-        out.iloc[i, out.columns.get_loc("output_norm")] = float(2.0 ** g["log2_norm"].iloc[j])
-        out.iloc[i, out.columns.get_loc("output_norm_at")] = "closest_xy"
+        for col, value in (("lr", float(g["lr"].iloc[j])), ("log2_lr", float(np.log2(g["lr"].iloc[j]))),
+                           ("output_norm", float(2.0 ** g["log2_norm"].iloc[j])), ("output_norm_at", "closest_xy")):
+            out.iloc[i, out.columns.get_loc(col)] = value
     out.loc[convex, "method"] = "fit_closest_xy"
     return out
 
@@ -247,21 +246,6 @@ def _boot_settings(ms: MinimaSettings, horizons: Sequence[int] | None = None) ->
     if horizons is not None:
         changes["horizons"] = list(horizons)
     return dataclasses.replace(ms, **changes)
-
-
-def _ci_rows(fit_name: str, estimates: Mapping[str, float], samples: pd.DataFrame, s: RegressionsSettings,
-             factor: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Summary entries and coefficient rows of bootstrap CIs for the named estimates."""
-    summary: dict[str, Any] = {}
-    rows = []
-    for name, value in estimates.items():
-        if name not in samples:
-            continue
-        se, ci = bootstrap_ci(value, samples[name].to_numpy(float), str(s.bootstrap.ci_method), s.bootstrap.level, factor)
-        summary[f"{name}_se"], summary[f"{name}_ci"] = se, ci
-        rows.append({"fit": fit_name, "coefficient": name, "value": value, "se": se, "ci_low": ci[0], "ci_high": ci[1],
-                     "fixed": False, "r2": np.nan, "n": int(samples[name].notna().sum())})
-    return summary, rows
 
 
 def run(table: pd.DataFrame, params: Mapping[str, Any] | RegressionsSettings | None, out: Any) -> dict[str, Any]:
@@ -315,10 +299,15 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | RegressionsSettings | N
         summary["bootstrap"] = {"n": n_boot, "n_ok": int(samples.notna().all(axis=1).sum()) if len(samples.columns) else 0,
                                 "runs_per_configuration": n_runs, "inflation": factor, "ci_method": str(s.bootstrap.ci_method),
                                 "level": s.bootstrap.level}
-        free = {k: v for k, v in main.params.items() if k not in fixed}
-        boot_summary, rows = _ci_rows("lr_vs_bs_horizon_bootstrap", free, samples, s, factor)
-        summary["bootstrap"].update(boot_summary)
-        coef_rows += rows
+        for name, value in main.params.items():  # a CI per free coefficient
+            if name in fixed or name not in samples:
+                continue
+            se, ci = bootstrap_ci(value, samples[name].to_numpy(float), str(s.bootstrap.ci_method), s.bootstrap.level,
+                                  factor)
+            summary["bootstrap"][f"{name}_se"], summary["bootstrap"][f"{name}_ci"] = se, ci
+            coef_rows.append({"fit": "lr_vs_bs_horizon_bootstrap", "coefficient": name, "value": value, "se": se,
+                              "ci_low": ci[0], "ci_high": ci[1], "fixed": False, "r2": np.nan,
+                              "n": int(samples[name].notna().sum())})
 
     if s.joint.enabled:
         joint = joint_optima(minima)
@@ -341,14 +330,11 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | RegressionsSettings | N
                         bar.update(1)
                     reps[h] = pd.DataFrame(vals)
             for col in ("log2_bs_star", "log2_lr_star", "loss_star"):
-                ses, lows, highs = [], [], []
-                for h, est in zip(joint["horizon"], joint[col]):
-                    se, ci = bootstrap_ci(float(est), reps[h][col].to_numpy(float), str(s.bootstrap.ci_method), s.bootstrap.level, factor)
-                    ses.append(se)
-                    lows.append(ci[0])
-                    highs.append(ci[1])
-                joint[f"{col}_se"], joint[f"{col}_ci_low"], joint[f"{col}_ci_high"] = ses, lows, highs
-                se_cols[col] = np.asarray(ses, float)
+                cis = [bootstrap_ci(float(est), reps[h][col].to_numpy(float), str(s.bootstrap.ci_method),
+                                    s.bootstrap.level, factor) for h, est in zip(joint["horizon"], joint[col])]
+                joint[f"{col}_se"] = [se for se, _ in cis]
+                joint[f"{col}_ci_low"], joint[f"{col}_ci_high"] = [c[0] for _, c in cis], [c[1] for _, c in cis]
+                se_cols[col] = np.asarray([se for se, _ in cis], float)
             joint["n_boot_ok"] = [int(reps[h]["log2_bs_star"].notna().sum()) for h in joint["horizon"]]
         scaling = scaling_fits(joint, se_cols or None)
         good = joint[joint["status"] == "ok"]
@@ -389,11 +375,10 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | RegressionsSettings | N
         out.table("norm_band_entries", entries)
         if len(points) > 3:
             band_fit = fit_norm_band(points, fixed=_given(band.fixed))
-            slope = _norm_slope(table)
             summary["norm_band"] = {**band_fit.to_dict(), "c": c, "eps": eps, "entry": str(band.entry), "n_pairs": int(len(entries)),
                                     "n_used": int(len(points)), "n_left_censored": n_cens,
                                     "n_not_reached": counts.get("not_reached", 0), "n_out_of_bounds": counts.get("out_of_bounds", 0),
-                                    "bias_note": band_bias_note(str(band.entry), eps, slope)}
+                                    "bias_note": band_bias_note(str(band.entry), eps, _norm_slope(table))}
             coef_rows += band_fit.rows("norm_band")
             overlay = None
             if band.overlay.A is not None:
@@ -441,8 +426,7 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | RegressionsSettings | N
                + (f"; {clipped} CI(s) not containing their lr* are not drawn)" if clipped else ")"))
     out.figure("lr_star_vs_horizon", plots.plotly_lr_star_vs_horizon(minima, main, role),
                caption="interactive: lr* against horizon per bs with the fitted law; hover for the CI, loss and method")
-    summary["single_factor_laws"] = laws.to_dict(orient="records")
-    summary["settings"] = s.to_dict()
+    summary.update(single_factor_laws=laws.to_dict(orient="records"), settings=s.to_dict())
     return summary
 
 
@@ -461,10 +445,8 @@ def _norm_slope(table: pd.DataFrame) -> float:
     if frame.empty:
         return float("nan")
     frame = frame.groupby(["bs", "horizon", "lr"], as_index=False)["output_norm"].mean()
-    slopes = []
-    for _, g in frame.groupby(["bs", "horizon"]):
-        if len(g) >= 3:
-            slopes.append(np.polyfit(np.log2(g["lr"].to_numpy(float)), np.log2(g["output_norm"].to_numpy(float)), 1)[0])
+    slopes = [np.polyfit(np.log2(g["lr"].to_numpy(float)), np.log2(g["output_norm"].to_numpy(float)), 1)[0]
+              for _, g in frame.groupby(["bs", "horizon"]) if len(g) >= 3]
     return float(np.median(slopes)) if slopes else float("nan")
 
 

@@ -23,13 +23,9 @@ def resample_runs(table: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame
     draws = starts.repeat(sizes) + (rng.random(len(codes_sorted)) * sizes.repeat(sizes)).astype(int)
     picked = runs["run_id"].to_numpy()[order][draws]
     by_run = table.groupby("run_id", sort=False).indices
-    pieces, new_ids = [], []
-    for i, run_id in enumerate(picked):
-        idx = by_run[run_id]
-        pieces.append(idx)
-        new_ids.append(np.full(len(idx), f"b{i}", dtype=object))
+    pieces = [by_run[run_id] for run_id in picked]
     out = table.iloc[np.concatenate(pieces)].copy()
-    out["run_id"] = np.concatenate(new_ids)
+    out["run_id"] = np.concatenate([np.full(len(idx), f"b{i}", dtype=object) for i, idx in enumerate(pieces)])
     return out
 
 

@@ -28,9 +28,7 @@ class LinearFit:
         """Flat mapping {name, name_se, name_ci, ..., r2, n, fixed}."""
         out: dict[str, Any] = {}
         for name, value in self.params.items():
-            out[name] = value
-            out[f"{name}_se"] = self.se[name]
-            out[f"{name}_ci"] = self.ci[name]
+            out.update({name: value, f"{name}_se": self.se[name], f"{name}_ci": self.ci[name]})
         out["r2"], out["n"] = self.r2, self.n
         if self.fixed:
             out["fixed"] = dict(self.fixed)
@@ -64,8 +62,7 @@ def fit_linear(design: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None =
     if free:
         import statsmodels.api as sm
 
-        model = sm.WLS(target, design.loc[ok, free].to_numpy(float), weights=w[ok])
-        res = model.fit()
+        res = sm.WLS(target, design.loc[ok, free].to_numpy(float), weights=w[ok]).fit()
         bse = np.asarray(res.bse, dtype=float)
         for i, name in enumerate(free):
             params[name], se[name] = float(res.params[i]), float(bse[i])
@@ -117,11 +114,9 @@ def fit_lr_vs_bs_horizon(minima: pd.DataFrame, weighted: bool = True, fixed: dic
 
 def fit_per_horizon_intercepts(minima: pd.DataFrame, weighted: bool = True) -> LinearFit:
     """log2 lr* = alpha log2 bs + gamma_h (one intercept per horizon, SEs from the joint covariance)."""
-    horizons = np.sort(minima["horizon"].unique())
-    columns = {"alpha": np.log2(minima["bs"].to_numpy(float))}
-    for h in horizons:
-        columns[f"gamma_h{np.log2(h):g}"] = (minima["horizon"].to_numpy() == h).astype(float)
-    design = pd.DataFrame(columns)
+    design = pd.DataFrame({"alpha": np.log2(minima["bs"].to_numpy(float)),
+                           **{f"gamma_h{np.log2(h):g}": (minima["horizon"].to_numpy() == h).astype(float)
+                              for h in np.sort(minima["horizon"].unique())}})
     return fit_linear(design, np.log2(minima["lr"].to_numpy(float)), minima_weights(minima) if weighted else None)
 
 
@@ -186,20 +181,16 @@ def norm_band_entries(table: pd.DataFrame, c: float, eps: float, lr_bounds=None,
         ln = np.log2(g["output_norm"].to_numpy(float))
         row = {"bs": bs, "lr": lr, "horizon": np.nan, "output_norm": np.nan, "first_logged_horizon": float(2.0 ** lh[0]),
                "status": "not_reached"}
-        if entry == "first_in_band":
-            inside = np.flatnonzero((ln >= c - eps) & (ln <= c + eps))
-            if len(inside):
-                j = int(inside[0])
-                row.update(horizon=float(2.0 ** lh[j]), output_norm=float(2.0 ** ln[j]), status="left_censored" if j == 0 else "used")
-        else:
-            above = np.flatnonzero(ln >= c)
-            if len(above):
-                j = int(above[0])
-                if j == 0:
-                    row.update(horizon=float(2.0 ** lh[0]), output_norm=float(2.0 ** ln[0]), status="left_censored")
-                else:
-                    t = (c - ln[j - 1]) / (ln[j] - ln[j - 1])
-                    row.update(horizon=float(2.0 ** (lh[j - 1] + t * (lh[j] - lh[j - 1]))), output_norm=float(2.0**c), status="used")
+        # first_in_band: the first horizon in the band; crossing: the first at or above c (interpolated unless first)
+        hits = np.flatnonzero((ln >= c - eps) & (ln <= c + eps) if entry == "first_in_band" else ln >= c)
+        j = int(hits[0]) if len(hits) else None
+        if j is not None and (j == 0 or entry == "first_in_band"):
+            row.update(horizon=float(2.0 ** lh[j]), output_norm=float(2.0 ** ln[j]),
+                       status="left_censored" if j == 0 else "used")
+        elif j is not None:
+            t = (c - ln[j - 1]) / (ln[j] - ln[j - 1])
+            row.update(horizon=float(2.0 ** (lh[j - 1] + t * (lh[j] - lh[j - 1]))), output_norm=float(2.0**c),
+                       status="used")
         rows.append(row)
     out = pd.DataFrame(rows, columns=["bs", "lr", "horizon", "output_norm", "first_logged_horizon", "status"])
     if not drop_censored:
@@ -234,17 +225,12 @@ def law_intercepts(fit: "LinearFit", horizons: Any) -> pd.DataFrame:
     """Per-horizon intercepts gamma + beta log2 h of lr_vs_bs_horizon, SEs by the delta method from the joint covariance."""
     rows = []
     cov = fit.cov
+    free = set() if cov is None else set(cov.index)  # a fixed coefficient has no row in cov: its terms drop out
     for h in horizons:
         z = float(np.log2(float(h)))
         value = fit.params["gamma"] + fit.params["beta"] * z
-        if cov is not None and {"beta", "gamma"} <= set(cov.index):
-            var = cov.loc["gamma", "gamma"] + z * z * cov.loc["beta", "beta"] + 2 * z * cov.loc["gamma", "beta"]
-        elif cov is not None and "gamma" in cov.index:
-            var = cov.loc["gamma", "gamma"]
-        elif cov is not None and "beta" in cov.index:
-            var = z * z * cov.loc["beta", "beta"]
-        else:
-            var = 0.0
+        terms = (("gamma", "gamma", 1.0), ("beta", "beta", z * z), ("gamma", "beta", 2 * z))
+        var = sum(w * cov.loc[i, k] for i, k, w in terms if {i, k} <= free)
         se = float(np.sqrt(max(float(var), 0.0)))
         rows.append({"horizon": float(h), "log2_horizon": z, "intercept": float(value), "intercept_se": se,
                      "ci_low": float(value - Z95 * se), "ci_high": float(value + Z95 * se)})

@@ -27,8 +27,7 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def joint_optimum_at(group: pd.DataFrame) -> dict[str, Any]:
     """The joint optimum of one horizon's per-bs minima (columns bs, lr, loss[, output_norm])."""
-    g = group[np.isfinite(group["loss"].to_numpy(float)) & (group["lr"].to_numpy(float) > 0)]
-    g = g.sort_values("bs")
+    g = group[np.isfinite(group["loss"].to_numpy(float)) & (group["lr"].to_numpy(float) > 0)].sort_values("bs")
     out: dict[str, Any] = {"n_bs": int(g["bs"].nunique()), "log2_bs_star": np.nan, "bs_star": np.nan, "log2_lr_star": np.nan,
                            "lr_star": np.nan, "loss_star": np.nan, "log2_norm_star": np.nan, "curvature": np.nan,
                            "on_edge": False, "status": "ok", "reason": ""}
@@ -43,9 +42,8 @@ def joint_optimum_at(group: pd.DataFrame) -> dict[str, Any]:
         out.update(status="nonconvex", reason=f"loss* is not convex in log2 bs (a = {a:.3g}); no interior optimum")
         return out
     xs = -b / (2 * a)
-    out["log2_bs_star"], out["bs_star"] = float(xs), float(2.0**xs)
-    out["loss_star"] = float(c - b * b / (4 * a))
-    out["on_edge"] = bool(xs <= x.min() or xs >= x.max())
+    out.update(log2_bs_star=float(xs), bs_star=float(2.0**xs), loss_star=float(c - b * b / (4 * a)),
+               on_edge=bool(xs <= x.min() or xs >= x.max()))
     if out["on_edge"]:
         out["reason"] = "B* at or beyond the batch-size grid's edge (extrapolated)"
     slope, icept = _line(x, np.log2(g["lr"].to_numpy(float)))
@@ -62,9 +60,8 @@ def joint_optimum_at(group: pd.DataFrame) -> dict[str, Any]:
 
 def joint_optima(minima: pd.DataFrame) -> pd.DataFrame:
     """One row per horizon: the joint optimum (B*, eta*, L*, norm) of its usable per-bs minima."""
-    rows = []
-    for h, g in minima.groupby("horizon", sort=True):
-        rows.append({"horizon": float(h), "log2_horizon": float(np.log2(float(h))), **joint_optimum_at(g)})
+    rows = [{"horizon": float(h), "log2_horizon": float(np.log2(float(h))), **joint_optimum_at(g)}
+            for h, g in minima.groupby("horizon", sort=True)]
     return pd.DataFrame(rows, columns=list(JOINT_COLUMNS))
 
 

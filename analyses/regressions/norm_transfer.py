@@ -35,8 +35,7 @@ def _at_horizons(table: pd.DataFrame, horizons: Sequence[float]) -> pd.DataFrame
     if not len(available):
         raise UserError("no horizons in the table")
     picked = {float(h): float(available[np.argmin(np.abs(np.log2(available) - np.log2(float(h))))]) for h in horizons}
-    frame = table[table["horizon"].isin(list(picked.values()))]
-    return frame
+    return table[table["horizon"].isin(list(picked.values()))]
 
 
 def top1_vs_baseline(table: pd.DataFrame, horizons: Sequence[float], bs: float | None = None) -> pd.DataFrame:
@@ -62,21 +61,15 @@ def top1_vs_baseline(table: pd.DataFrame, horizons: Sequence[float], bs: float |
         best = g.loc[g["train_loss"].idxmin()]
         base = g[g["equal_lr"]]
         row = {"horizon": h, "bs": bs, "best_loss": best["train_loss"], **{f"best_{k}": best[k] for k in keys}}
-        if len(base):
-            b = base.loc[base["train_loss"].idxmin()]
-            row.update({"baseline_loss": b["train_loss"], "baseline_lr": b["lr"]})
-        else:
-            row.update({"baseline_loss": np.nan, "baseline_lr": np.nan})
+        b = base.loc[base["train_loss"].idxmin()] if len(base) else {"train_loss": np.nan, "lr": np.nan}
+        row.update({"baseline_loss": b["train_loss"], "baseline_lr": b["lr"]})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def norm_vs_horizon(table: pd.DataFrame, pairs: Sequence[Sequence[float]] | None = None, max_pairs: int = 6) -> pd.DataFrame:
     """Mean output norm per horizon for chosen (lr, bs) pairs (nearest grid values); default: the pairs nearest the median lr."""
-    if "output_norm" not in table.columns:
-        return pd.DataFrame(columns=["lr", "bs", "horizon", "output_norm"])
-    frame = table.dropna(subset=["output_norm"])
-    if frame.empty:
+    if "output_norm" not in table.columns or (frame := table.dropna(subset=["output_norm"])).empty:
         return pd.DataFrame(columns=["lr", "bs", "horizon", "output_norm"])
     grid = frame[["lr", "bs"]].drop_duplicates()
     if not pairs:

@@ -20,6 +20,13 @@ def ci_contains_estimate(minima: pd.DataFrame) -> np.ndarray:
         return np.isfinite(lo) & np.isfinite(hi) & (lo <= lr) & (lr <= hi)
 
 
+def _finish(ax, xlabel: str, ylabel: str, **legend) -> None:
+    """Label the axes, draw the legend (``legend``: its options) and a light grid."""
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend(**legend)
+    ax.grid(alpha=0.3)
+
+
 def short_label(bs_label: str) -> str:
     """The legend word for the ``bs`` column: ``bs`` for a batch size, else its role (e.g. ``model size N``)."""
     return "bs" if bs_label == "batch size" else bs_label
@@ -56,10 +63,8 @@ def plot_lr_bs_fit(minima: pd.DataFrame, fit: LinearFit, intercepts: pd.DataFram
         xs = np.linspace(x.min() - 0.25, x.max() + 0.25, 20)
         ax.plot(xs, fit.params["alpha"] * xs + fit.params["beta"] * np.log2(h) + fit.params["gamma"], "-", color=color, alpha=0.8)
     ax.set_title(f"log2 lr* = {fit.params['alpha']:.3f} log2 bs + {fit.params['beta']:.3f} log2 h + {fit.params['gamma']:.2f}  (R² {fit.r2:.3f})", fontsize=9)
-    ax.set_xlabel(f"{bs_label} (log2)" + (", sequences" if bs_label == "batch size" else ""))
-    ax.set_ylabel("optimal learning rate (log2)")
-    ax.legend(fontsize=6, ncol=2)
-    ax.grid(alpha=0.3)
+    xlabel = f"{bs_label} (log2)" + (", sequences" if bs_label == "batch size" else "")
+    _finish(ax, xlabel, "optimal learning rate (log2)", fontsize=6, ncol=2)
     return fig
 
 
@@ -81,22 +86,16 @@ def plot_norm_band_fit(points: pd.DataFrame, fit: LinearFit, table: pd.DataFrame
         ax.plot(xs, fit.params["A"] * xs + fit.params["B"] * np.log2(bs) + fit.params["C"], "-", color=color)
         if overlay is not None:
             ax.plot(xs, overlay.params["A"] * xs + overlay.params["B"] * np.log2(bs) + overlay.params["C"], "--", color=color)
-    ax.set_xlabel("tokens (2^k)")
-    ax.set_ylabel("learning rate (log2)")
     title = f"A={fit.params['A']:.3f}  B={fit.params['B']:.3f}  C={fit.params['C']:.2f}  n={fit.n}"
     if overlay is not None:
         title += f"\ndashed: A={overlay.params['A']:g}, B={overlay.params['B']:g} held, C={overlay.params['C']:.2f}"
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _finish(ax, "tokens (2^k)", "learning rate (log2)", fontsize=7)
     norms = table.dropna(subset=["output_norm"]).groupby(["horizon"])["output_norm"]
     h = np.log2(np.asarray(norms.median().index, dtype=float))
     ax2.fill_between(h, np.log2(norms.quantile(0.1).to_numpy(float)), np.log2(norms.quantile(0.9).to_numpy(float)), alpha=0.3, label="runs (10-90%)")
     ax2.axhspan(c - eps, c + eps, color="tab:green", alpha=0.3, label=f"band 2^({c:g}±{eps:g})")
-    ax2.set_xlabel("tokens (2^k)")
-    ax2.set_ylabel("output norm (log2)")
-    ax2.legend(fontsize=7)
-    ax2.grid(alpha=0.3)
+    _finish(ax2, "tokens (2^k)", "output norm (log2)", fontsize=7)
     return fig
 
 
@@ -113,18 +112,12 @@ def plot_top1_across_horizons(top1: pd.DataFrame):
     gap = (top1["baseline_loss"] - top1["best_loss"]).to_numpy(float)
     if np.isfinite(gap).any():
         ax.set_title(f"gain over baseline: {np.nanmin(gap):.3g} .. {np.nanmax(gap):.3g}", fontsize=9)
-    ax.set_xlabel("tokens (2^k)")
-    ax.set_ylabel("train loss")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    _finish(ax, "tokens (2^k)", "train loss", fontsize=8)
     for col, style, label in (("best_lr", "o-", "top-1 lr"), ("baseline_lr", "s--", "baseline lr"),
                               ("best_lr_in", "^:", "top-1 lr_in"), ("best_lr_out", "v:", "top-1 lr_out")):
         if col in top1.columns and top1[col].notna().any():
             ax2.plot(x, np.log2(top1[col].to_numpy(float)), style, label=label)
-    ax2.set_xlabel("tokens (2^k)")
-    ax2.set_ylabel("learning rate (log2)")
-    ax2.legend(fontsize=8)
-    ax2.grid(alpha=0.3)
+    _finish(ax2, "tokens (2^k)", "learning rate (log2)", fontsize=8)
     return fig
 
 
@@ -134,10 +127,7 @@ def plot_norm_vs_horizon(curves: pd.DataFrame):
     for (lr, bs), g in curves.groupby(["lr", "bs"]):
         g = g.sort_values("horizon")
         ax.plot(np.log2(g["horizon"].to_numpy(float)), np.log2(g["output_norm"].to_numpy(float)), "-", label=f"lr {lr:.3g}, bs {bs:g}")
-    ax.set_xlabel("tokens (2^k)")
-    ax.set_ylabel("output norm (log2)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _finish(ax, "tokens (2^k)", "output norm (log2)", fontsize=7)
     return fig
 
 
@@ -147,10 +137,7 @@ def plot_optimum_norm(norm_at_opt: pd.DataFrame):
     for bs, g in norm_at_opt.groupby("bs"):
         g = g.sort_values("horizon")
         ax.plot(np.log2(g["horizon"].to_numpy(float)), np.log2(g["output_norm"].to_numpy(float)), "o-", label=f"bs {bs:g}")
-    ax.set_xlabel("tokens (2^k)")
-    ax.set_ylabel("output norm at the optimum (log2)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _finish(ax, "tokens (2^k)", "output norm at the optimum (log2)", fontsize=7)
     return fig
 
 
@@ -174,9 +161,8 @@ def plotly_lr_triples(triples: pd.DataFrame):
 
     dims = [{"label": f"{c} (log2)", "values": np.log2(triples[c].to_numpy(float))} for c in ("lr_in", "lr_hidden", "lr_out")]
     dims.append({"label": "train loss", "values": triples["train_loss"].to_numpy(float)})
-    best = triples["train_loss"].idxmin()
     fig = go.Figure(go.Parcoords(line={"color": triples["train_loss"], "colorscale": "Viridis_r", "showscale": True}, dimensions=dims))
-    b = triples.loc[best]
+    b = triples.loc[triples["train_loss"].idxmin()]
     fig.update_layout(title=f"per-layer lr: best lr_in={b.lr_in:.3g}, lr_hidden={b.lr_hidden:.3g}, lr_out={b.lr_out:.3g} (loss {b.train_loss:.4f})")
     return fig
 
@@ -205,8 +191,7 @@ def plot_joint_optimum(joint: pd.DataFrame, scaling: dict, bs_label: str = "batc
             xs = np.linspace(x.min(), x.max(), 20)
             ax.plot(xs, law["slope"] * xs + law["intercept"], "-", color="tab:orange",
                     label=f"slope {law['slope']:.3f} [{law['slope_ci'][0]:.3f}, {law['slope_ci'][1]:.3f}]")
-        ax.set_xlabel("tokens (log2)")
-        ax.set_ylabel(label)
+        ax.set(xlabel="tokens (log2)", ylabel=label)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
@@ -239,11 +224,8 @@ def plot_minima_at_horizon_across_models(minima: pd.DataFrame, horizon: float, m
         m, sd = float(np.mean(best_x)), float(np.std(best_x))
         ax.axvspan(m - sd, m + sd, color="grey", alpha=0.2)
         ax.axvline(m, ls="--", color="grey", lw=1)
-    ax.set_xlabel("output norm at the minimum (log2)")
-    ax.set_ylabel("loss at the minimum")
     ax.set_title(f"minima at 2^{np.log2(horizon):g} tokens (marker size: bs)", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    _finish(ax, "output norm at the minimum (log2)", "loss at the minimum", fontsize=7)
     return fig
 
 

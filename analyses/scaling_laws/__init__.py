@@ -16,7 +16,8 @@ per budget and enough budgets for 1 and 2, spread in N and in D for 3); one that
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import reduce
 from typing import Any, Dict, List, Optional
@@ -222,19 +223,14 @@ def not_identifiable(reason: str) -> dict[str, Any]:
     return {"identifiable": False, "reason": reason}
 
 
-class _Bar:
-    """A progress bar with a known total, or nothing when ``enabled`` is false (tick(k): k more units done)."""
-
-    def __init__(self, total: int, desc: str, enabled: bool, unit: str):
-        self.bar = progress_bar(total, desc, enabled=enabled, unit=unit)
-
-    def tick(self, k: int = 1) -> None:
-        """Advance by k."""
-        self.bar.update(k)
-
-    def close(self) -> None:
-        """Close the bar."""
-        self.bar.close()
+@contextmanager
+def _ticks(total: int, desc: str, enabled: bool, unit: str) -> Iterator[Callable[..., Any]]:
+    """A progress bar with a known total (nothing when ``enabled`` is false): yields its tick(k=1), closed on exit."""
+    bar = progress_bar(total, desc, enabled=enabled, unit=unit)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def _interval(samples: np.ndarray, estimate: float, method: Any, jackknife: np.ndarray | None = None) -> list[float]:
@@ -259,15 +255,11 @@ def run_approach1(table: pd.DataFrame, p: Approach1Settings, warn=None, progress
                "envelope": "pareto frontier of loss against C"}
     a_s = b_s = np.empty(0)
     if p.bootstrap.n > 0:
-        bar = _Bar(p.bootstrap.n, "approach 1 bootstrap", progress, "replicate")
-        try:
+        with _ticks(p.bootstrap.n, "approach 1 bootstrap", progress, "replicate") as tick:
             a_s, b_s = approach1.bootstrap_envelope(n, d, c, loss, p.bootstrap.n, stream(p.bootstrap.seed, *key, "approach1"),
-                                                    tick=bar.tick)
-        finally:
-            bar.close()
-    jk_a = jk_b = None
-    if p.ci_method.value == "bca" and len(a_s):
-        jk_a, jk_b = approach1.jackknife_envelope(n, d, c, loss)
+                                                    tick=tick)
+    bca = p.ci_method.value == "bca" and len(a_s)
+    jk_a, jk_b = approach1.jackknife_envelope(n, d, c, loss) if bca else (None, None)
     summary.update(a_ci=_interval(a_s, fit_n.exponent, p.ci_method, jk_a),
                    b_ci=_interval(b_s, fit_d.exponent, p.ci_method, jk_b),
                    ci_method=p.ci_method.value, n_boot=p.bootstrap.n)
@@ -295,17 +287,14 @@ def run_approach2(table: pd.DataFrame, p: Approach2Settings, warn, progress: boo
     require_columns(table, curve_by, f"{WHO} (approach2.curve_by)")
     seed_noise = _seed_noise(table, boot) if boot.noise_model.value == "porian" else None
     n_planned = len(approach2.choose_budgets(approach2.curves(table, curve_by), p.budgets or None, p.n_budgets, p.min_models))
-    bar = _Bar(max(boot.n, 0) * n_planned, "approach 2 bootstrap", progress and boot.n > 0, "replicate")
-    try:
+    with _ticks(max(boot.n, 0) * n_planned, "approach 2 bootstrap", progress and boot.n > 0, "replicate") as tick:
         res = approach2.fit_isoflop(
             table, budgets=p.budgets or None, n_budgets=p.n_budgets, min_models=p.min_models, curve_by=curve_by,
             tolerance=p.tolerance, max_gap=p.max_gap, method=method, grid_multiplier=p.grid_multiplier,
             parabola_points=p.parabola_points, n_boot=boot.n, bootstrap=boot.mode.value, noise_std=boot.noise_std,
             seed=boot.seed, weighted=p.weighted, min_std_factor=p.min_std_factor, noise_model=boot.noise_model.value,
             seed_noise=seed_noise, bs_median_as_obs=p.bs_median_as_obs, min_std_spacing=p.min_std_spacing.value,
-            stream_key=(*key, "approach2"), tick=bar.tick, max_edge_share=p.max_edge_share)
-    finally:
-        bar.close()
+            stream_key=(*key, "approach2"), tick=tick, max_edge_share=p.max_edge_share)
     n_ok = int(res.minima["status"].eq("ok").sum())
     reason = approach2.identifiability(res, approach2.curves(table, curve_by), approach1.distinct(table["N"]),
                                        p.min_models, p.tolerance, p.max_gap)
@@ -314,9 +303,8 @@ def run_approach2(table: pd.DataFrame, p: Approach2Settings, warn, progress: boo
     if res.rejected:
         warn(f"approach 2: {len(res.rejected)} of {len(res.minima)} budget(s) rejected: "
              + "; ".join(f"C={r['budget']:.3g} ({r['reason']})" for r in res.rejected[:5]))
-    jk_a = jk_b = None
-    if p.ci_method.value == "bca":
-        jk_a, jk_b = approach2.jackknife_exponents(res, p.weighted and boot.n > 0)
+    bca = p.ci_method.value == "bca"
+    jk_a, jk_b = approach2.jackknife_exponents(res, p.weighted and boot.n > 0) if bca else (None, None)
     summary = {"identifiable": True, "a": res.fit_n.exponent, "b": res.fit_d.exponent,
                "a_ci": _interval(res.a_samples, res.fit_n.exponent, p.ci_method, jk_a),
                "b_ci": _interval(res.b_samples, res.fit_d.exponent, p.ci_method, jk_b),
@@ -338,12 +326,9 @@ def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.nd
     grid = approach3.make_grid(None if p.grid is None else asdict(p.grid))
     schedule = [tuple(stage) for stage in p.schedule]
     started = time.perf_counter()
-    bar = _Bar(approach3.start_work(len(grid), schedule), "approach 3 starts", progress, "start")
-    try:
+    with _ticks(approach3.start_work(len(grid), schedule), "approach 3 starts", progress, "start") as tick:
         fit = approach3.fit_parametric(n, d, loss, delta=p.huber_delta, grid=grid, bounds=bounds, schedule=schedule,
-                                       n_polish=p.polish, tick=bar.tick)
-    finally:
-        bar.close()
+                                       n_polish=p.polish, tick=tick)
     fit_seconds = time.perf_counter() - started
     for note in fit.warnings:
         warn(note)
@@ -352,17 +337,13 @@ def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.nd
     samples = np.empty((0, 5))
     if n_boot > 0:
         started = time.perf_counter()
-        bar = _Bar(n_boot, "approach 3 bootstrap", progress, "refit")
-        try:
+        with _ticks(n_boot, "approach 3 bootstrap", progress, "refit") as tick:
             samples = approach3.bootstrap_parametric(n, d, loss, fit, n_boot=n_boot, bounds=bounds,
-                                                     rng=stream(p.bootstrap.seed, *key, "approach3"), tick=bar.tick)
-        finally:
-            bar.close()
+                                                     rng=stream(p.bootstrap.seed, *key, "approach3"), tick=tick)
         summary["bootstrap_seconds"] = time.perf_counter() - started
     natural = approach3.natural_samples(samples)
-    jackknife = None
-    if p.ci_method.value == "bca" and n_boot > 0:
-        jackknife = approach3.natural_samples(approach3.jackknife_parametric(n, d, loss, fit, bounds=bounds))
+    jackknife = (approach3.natural_samples(approach3.jackknife_parametric(n, d, loss, fit, bounds=bounds))
+                 if p.ci_method.value == "bca" and n_boot > 0 else None)
     for name in ("E", "A", "B", "alpha", "beta", "a", "b"):
         summary[f"{name}_ci"] = _interval(natural[name], fit.params[name], p.ci_method,
                                           None if jackknife is None else jackknife[name])
@@ -382,10 +363,8 @@ def fit_group(table: pd.DataFrame, s: ScalingLawsSettings, warn, progress: bool 
             2: lambda: run_approach2(table, s.approach2, warn, progress, key),
             3: lambda: run_approach3(table, s.approach3, warn, s.bounds_array, progress, key)}
     summary, artefacts, reasons = {}, {}, []
-    for k, fn in fits.items():
-        if k not in s.approaches:
-            continue
-        part, parts = fn()
+    for k in [k for k in fits if k in s.approaches]:
+        part, parts = fits[k]()
         summary[f"approach{k}"] = part
         if parts:
             artefacts[f"approach{k}"] = parts
@@ -404,8 +383,7 @@ def _tables(label: str | None, artefacts: dict[str, Any]) -> dict[str, pd.DataFr
         out["approach1_envelope"] = artefacts["approach1"]["envelope"]
     if "approach2" in artefacts:
         res = artefacts["approach2"]["result"]
-        out["approach2_minima"] = res.minima
-        out["approach2_isoflop_points"] = res.points
+        out.update(approach2_minima=res.minima, approach2_isoflop_points=res.points)
     if "approach3" in artefacts:
         fit = artefacts["approach3"]["fit"]
         top = pd.DataFrame(fit.top, columns=[*approach3.PARAM_NAMES, "objective"])
@@ -429,11 +407,8 @@ def run(table: pd.DataFrame, params: Mapping[str, Any] | ScalingLawsSettings | N
     table = _clean(table)
     if not len(table):
         raise UserError(f"{WHO}: the table is empty; expected rows with N, D, C, loss")
-    if group_by:
-        groups = {"/".join(str(v) for v in (key if isinstance(key, tuple) else (key,))): g
-                  for key, g in table.groupby(group_by, sort=True, dropna=False)}
-    else:
-        groups = {None: table}
+    groups = ({"/".join(str(v) for v in (key if isinstance(key, tuple) else (key,))): g
+               for key, g in table.groupby(group_by, sort=True, dropna=False)} if group_by else {None: table})
     summary: dict[str, Any] = {}
     collected: dict[str, list[pd.DataFrame]] = {}
     for label, group in groups.items():

@@ -75,8 +75,7 @@ def identifiability(n: np.ndarray, d: np.ndarray, c: np.ndarray, bins: int = 30)
     A budget whose models do not trade N against D has the largest model as its "optimum" whatever the losses: with
     one N in the table the fit returns a = 0, b = 1, with a constant D a = 1; through two budgets any line passes."""
     log_n, log_d = np.round(np.log(np.asarray(n, float)), 9), np.round(np.log(np.asarray(d, float)), 9)
-    labels = budgets(c, bins)
-    frame = pd.DataFrame({"budget": labels, "n": log_n, "d": log_d})
+    frame = pd.DataFrame({"budget": budgets(c, bins), "n": log_n, "d": log_d})
     sizes = frame.groupby("budget")["n"].nunique()
     trading = sum(_trades(g["n"].to_numpy(), g["d"].to_numpy()) for _, g in frame.groupby("budget"))
     if trading >= MIN_BUDGETS:
@@ -144,14 +143,10 @@ def jackknife_envelope(n: np.ndarray, d: np.ndarray, c: np.ndarray, loss: np.nda
     """Leave-one-out (a, b) over the envelope's own points (leaving out a point off the envelope changes nothing)."""
     log_n, log_d, log_c = (np.log(np.asarray(x, float)) for x in (n, d, c))
     loss = np.asarray(loss, float)
-    on = frontier(log_c, loss)
     a_j, b_j = [], []
-    full = np.ones(len(loss), bool)
-    for i in on:
-        full[i] = False
-        idx = np.flatnonzero(full)
+    for i in frontier(log_c, loss):
+        idx = np.delete(np.arange(len(loss)), i)
         keep = idx[frontier(log_c[idx], loss[idx])]
         a_j.append(_slope(log_c[keep], log_n[keep]))
         b_j.append(_slope(log_c[keep], log_d[keep]))
-        full[i] = True
     return np.array(a_j), np.array(b_j)

@@ -38,14 +38,10 @@ def at_budget(curve_list: list[dict], budget: float, tolerance: float = 0.0, max
     ``tolerance = max_gap = 0.1``).
     """
     lb = np.log(budget)
-    slack = np.log1p(tolerance) if tolerance > 0 else 0.0
-    gap = np.log1p(max_gap) if max_gap is not None else np.inf
     rows = []
     for cv in curve_list:
         lc = cv["log_c"]
-        if lb < lc[0] - slack - 1e-12 or lb > lc[-1] + slack + 1e-12:
-            continue
-        if np.min(np.abs(lc - lb)) > gap + 1e-12:
+        if not _reaches(lc, lb, tolerance, max_gap):
             continue
         x = min(max(lb, lc[0]), lc[-1])
         rows.append({"N": cv["N"], "D": float(np.exp(np.interp(x, lc, cv["log_d"]))) * np.exp(lb - x),
@@ -54,6 +50,13 @@ def at_budget(curve_list: list[dict], budget: float, tolerance: float = 0.0, max
     if len(frame):
         frame = frame.loc[frame.groupby("N")["loss"].idxmin()].sort_values("N").reset_index(drop=True)
     return frame
+
+
+def _reaches(lc: np.ndarray, lb: float, tolerance: float, max_gap: float | None) -> bool:
+    """Whether a curve (its sorted log C) counts at log budget ``lb`` under ``at_budget``'s tolerance and max_gap."""
+    slack = np.log1p(tolerance) if tolerance > 0 else 0.0
+    gap = np.log1p(max_gap) if max_gap is not None else np.inf
+    return not (lb < lc[0] - slack - 1e-12 or lb > lc[-1] + slack + 1e-12 or np.min(np.abs(lc - lb)) > gap + 1e-12)
 
 
 MIN_BUDGETS = 3  # usable budgets, drawing on as many measured compute values, that the power laws need
@@ -66,8 +69,6 @@ def measured_levels(curve_list: list[dict], budgets: Sequence[float], tolerance:
 
     Budgets interpolated between the same two checkpoints of every curve (an isoFLOP table with two budgets: every
     budget chosen in between) are mixtures of the same two measurements, not new ones."""
-    slack = np.log1p(tolerance) if tolerance > 0 else 0.0
-    gap = np.log1p(max_gap) if max_gap is not None else np.inf
     touched: list[set[int]] = [set() for _ in curve_list]
     on_points = 0
     for budget in budgets:
@@ -75,7 +76,7 @@ def measured_levels(curve_list: list[dict], budgets: Sequence[float], tolerance:
         used, exact = False, True
         for i, cv in enumerate(curve_list):
             lc = cv["log_c"]
-            if lb < lc[0] - slack - 1e-12 or lb > lc[-1] + slack + 1e-12 or np.min(np.abs(lc - lb)) > gap + 1e-12:
+            if not _reaches(lc, lb, tolerance, max_gap):
                 continue
             used = True
             x = min(max(lb, lc[0]), lc[-1])
@@ -157,11 +158,8 @@ def akima_minimum(x: np.ndarray, y: np.ndarray, grid_multiplier: int = 25) -> tu
     grid = np.linspace(x[0], x[-1], max((len(x) - 1) * grid_multiplier, 3))
     values = Akima1DInterpolator(x, y2, axis=0)(grid)
     idx = np.nanargmin(np.where(np.isfinite(values), values, np.inf), axis=0)
-    x_star = grid[idx]
-    y_star = values[idx, np.arange(values.shape[1])]
     edge = (idx == 0) | (idx == len(grid) - 1)
-    x_star = np.where(edge, np.nan, x_star)
-    y_star = np.where(edge, np.nan, y_star)
+    x_star, y_star = (np.where(edge, np.nan, v) for v in (grid[idx], values[idx, np.arange(values.shape[1])]))
     return (x_star, y_star) if y.ndim > 1 else (x_star[:1], y_star[:1])
 
 
@@ -173,16 +171,13 @@ def parabola_minimum(x: np.ndarray, y: np.ndarray, points: int | None = 5) -> tu
     """
     y2 = y.reshape(len(x), -1)
     k = len(x)
-    x_star = np.full(y2.shape[1], np.nan)
-    y_star = np.full(y2.shape[1], np.nan)
+    x_star, y_star = np.full(y2.shape[1], np.nan), np.full(y2.shape[1], np.nan)
     arg = np.nanargmin(y2, axis=0)
+    span = k if points is None else min(points, k)  # the points fitted around the empirical minimum
     for i0 in np.unique(arg):
         cols = np.flatnonzero(arg == i0)
-        if points is None or points >= k:
-            lo, hi = 0, k
-        else:
-            lo = int(min(max(i0 - points // 2, 0), k - points))
-            hi = lo + points
+        lo = int(min(max(i0 - span // 2, 0), k - span))
+        hi = lo + span
         if (i0 == 0 or i0 == k - 1) and points is not None:
             continue
         c2, c1, c0 = np.polyfit(x[lo:hi], y2[lo:hi, cols], 2)
@@ -336,13 +331,11 @@ def fit_isoflop(table: pd.DataFrame, *, budgets: Sequence[float] | None = None, 
                         row["status"] = (f"unstable: over {max_edge_share:.0%} of the bootstrap minima on the edge"
                                          if max_edge_share != 0.5 else "unstable: over half the bootstrap minima on the edge")
                     else:
-                        floor_n = _sd_floor(x_n, min_std_factor, min_std_spacing, grid_multiplier)
-                        floor_d = _sd_floor(x_d, min_std_factor, min_std_spacing, grid_multiplier)
-                        row["log_N_sd"] = max(float(np.std(bn[ok_n])), floor_n) * n_boot / ok_n.sum()
-                        row["log_D_sd"] = max(float(np.std(bd[ok_d])), floor_d) * n_boot / ok_d.sum()
-                        if bs_median_as_obs:
-                            row["N_star"] = float(np.median(np.exp(bn[ok_n])))
-                            row["D_star"] = float(np.median(np.exp(bd[ok_d])))
+                        for key, x, b, good in (("N", x_n, bn, ok_n), ("D", x_d, bd, ok_d)):
+                            floor = _sd_floor(x, min_std_factor, min_std_spacing, grid_multiplier)
+                            row[f"log_{key}_sd"] = max(float(np.std(b[good])), floor) * n_boot / good.sum()
+                            if bs_median_as_obs:
+                                row[f"{key}_star"] = float(np.median(np.exp(b[good])))
         if row["status"] != "ok":
             rejected.append({"budget": float(c), "reason": row["status"]})
             bn, bd = np.full(max(n_boot, 0), np.nan), np.full(max(n_boot, 0), np.nan)

@@ -47,10 +47,9 @@ def bounds_array(bounds: Mapping[str, Sequence[float | None] | None] | None) -> 
     out = np.tile([-np.inf, np.inf], (5, 1)).astype(float)
     for i, name in enumerate(PARAM_NAMES):
         pair = (bounds or {}).get(name)
-        if pair is None:
-            continue
-        low, high = pair
-        out[i] = [-np.inf if low is None else float(low), np.inf if high is None else float(high)]
+        if pair is not None:
+            low, high = pair
+            out[i] = [-np.inf if low is None else float(low), np.inf if high is None else float(high)]
     if np.any(out[:, 0] >= out[:, 1]):
         raise ValueError(f"bounds must have low < high: {out.tolist()}")
     return out
@@ -110,8 +109,7 @@ def objective_and_grad(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, 
     """Objective and its analytic gradient for one theta (for scipy)."""
     pred, p1, p2, p3 = _terms(np.asarray(theta, float)[None, :], log_n, log_d)
     r = pred[0] - log_l
-    absr = np.abs(r)
-    h = np.where(absr <= delta, 0.5 * r * r, delta * (absr - 0.5 * delta))
+    h = huber(r, delta)
     psi = np.clip(r, -delta, delta)
     if weights is not None:
         h = h * weights
@@ -270,10 +268,9 @@ def parameters(theta: Sequence[float]) -> dict[str, float]:
     """Natural parameters of theta: E, A, B, alpha, beta, exponents a, b and G."""
     la, lb, le, alpha, beta = (float(v) for v in theta)
     total = alpha + beta
-    a_exp = beta / total if total else float("nan")
-    b_exp = alpha / total if total else float("nan")
     return {"E": float(np.exp(le)), "A": float(np.exp(la)), "B": float(np.exp(lb)), "alpha": alpha, "beta": beta,
-            "a": a_exp, "b": b_exp, "G": allocation_constant(theta), "log_A": la, "log_B": lb, "log_E": le}
+            "a": beta / total if total else float("nan"), "b": alpha / total if total else float("nan"),
+            "G": allocation_constant(theta), "log_A": la, "log_B": lb, "log_E": le}
 
 
 def allocation_constant(theta: Sequence[float]) -> float:
@@ -384,10 +381,8 @@ def fit_warnings(fit: ParametricFit, bounds: np.ndarray | None, agree_rtol: floa
     """Notes when the best fit sits on a bound or the next-best optimum fits as well with different parameters."""
     notes = []
     if bounds is not None:
-        for i, name in enumerate(PARAM_NAMES):
-            lo, hi = bounds[i]
-            value = fit.theta[i]
-            for side, edge in (("lower", lo), ("upper", hi)):
+        for name, value, pair in zip(PARAM_NAMES, fit.theta, bounds):
+            for side, edge in zip(("lower", "upper"), pair):
                 if np.isfinite(edge) and abs(value - edge) <= 1e-6 * max(1.0, abs(edge)):
                     notes.append(f"approach 3: the best fit sits on the {side} bound of {name} ({edge:g}); widen approach3.bounds or distrust it")
     if len(fit.top) > 1:
@@ -413,13 +408,10 @@ def fit_scipy_loop(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, delta: flo
     starts = make_grid() if grid is None else np.asarray(grid, float)
     scipy_bounds = None if bounds is None else [(None if np.isinf(lo) else lo, None if np.isinf(hi) else hi) for lo, hi in bounds]
     best_theta, best_f = None, np.inf
+    fun = objective_and_grad if jac else lambda t, *data: float(objective(t, *data))
     for x0 in starts:
-        if jac:
-            res = minimize(objective_and_grad, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B",
-                           bounds=scipy_bounds, options=dict(options or {}))
-        else:
-            res = minimize(lambda t: float(objective(t, log_n, log_d, log_l, delta)), x0, method="L-BFGS-B",
-                           bounds=scipy_bounds, options=dict(options or {}))
+        res = minimize(fun, x0, args=(log_n, log_d, log_l, delta), jac=bool(jac), method="L-BFGS-B",
+                       bounds=scipy_bounds, options=dict(options or {}))
         if np.isfinite(res.fun) and res.fun < best_f:
             best_theta, best_f = np.asarray(res.x, float), float(res.fun)
     if best_theta is None:
@@ -446,12 +438,10 @@ def refit_weighted(n: np.ndarray, d: np.ndarray, loss: np.ndarray, fit: Parametr
     for lo in range(0, len(counts), chunk):
         cw = counts[lo:lo + chunk]
         r = len(cw)
-        theta0 = np.tile(starts, (r, 1))
-        w = np.repeat(cw, k, axis=0)
-        theta, f = batched_lm(theta0, log_n, log_d, log_l, fit.delta, weights=w, iters=iters, bounds=bounds)
+        theta, f = batched_lm(np.tile(starts, (r, 1)), log_n, log_d, log_l, fit.delta, weights=np.repeat(cw, k, axis=0),
+                              iters=iters, bounds=bounds)
         f = np.where(np.isfinite(f), f, np.inf).reshape(r, k)
-        best = f.argmin(axis=1)
-        out[lo:lo + r] = theta.reshape(r, k, 5)[np.arange(r), best]
+        out[lo:lo + r] = theta.reshape(r, k, 5)[np.arange(r), f.argmin(axis=1)]
         if tick is not None:
             tick(r)
     return out

@@ -25,20 +25,6 @@ def _canonical(part: object) -> object:
     return part
 
 
-def _norm_ppf(p: np.ndarray | float) -> np.ndarray:
-    """The standard normal quantile."""
-    from scipy.stats import norm
-
-    return norm.ppf(p)
-
-
-def _norm_cdf(z: np.ndarray | float) -> np.ndarray:
-    """The standard normal CDF."""
-    from scipy.stats import norm
-
-    return norm.cdf(z)
-
-
 def acceleration(jackknife: Sequence[float] | np.ndarray) -> float:
     """BCa's acceleration from leave-one-out estimates (Efron 1987): sum(d^3) / (6 sum(d^2)^1.5), d = mean - theta_i."""
     jk = np.asarray(jackknife, float)
@@ -63,20 +49,21 @@ def bootstrap_ci(samples: np.ndarray, estimate: float, method: str = "percentile
     if not len(x) or not np.isfinite(estimate) and method != "percentile":
         return [float("nan"), float("nan")]
     tail = (1 - level) / 2
-    if method == "percentile":
+    if method in ("percentile", "basic"):
         lo, hi = np.quantile(x, [tail, 1 - tail])
+        if method == "basic":
+            lo, hi = 2 * estimate - hi, 2 * estimate - lo
         return [float(lo), float(hi)]
-    if method == "basic":
-        lo, hi = np.quantile(x, [tail, 1 - tail])
-        return [float(2 * estimate - hi), float(2 * estimate - lo)]
     if method == "bca":
+        from scipy.stats import norm
+
         share = (np.sum(x < estimate) + 0.5 * np.sum(x == estimate)) / len(x)
         share = min(max(share, 0.5 / len(x)), 1 - 0.5 / len(x))
-        z0 = float(_norm_ppf(share))
+        z0 = float(norm.ppf(share))
         acc = 0.0 if jackknife is None else acceleration(jackknife)
         acc = 0.0 if not np.isfinite(acc) else acc
-        z = _norm_ppf(np.array([tail, 1 - tail]))
-        adj = _norm_cdf(z0 + (z0 + z) / (1 - acc * (z0 + z)))
+        z = norm.ppf(np.array([tail, 1 - tail]))
+        adj = norm.cdf(z0 + (z0 + z) / (1 - acc * (z0 + z)))
         lo, hi = np.quantile(x, np.clip(adj, 0, 1))
         return [float(lo), float(hi)]
     raise ValueError(f"unknown ci method '{method}' (expected one of {', '.join(CI_METHODS)})")

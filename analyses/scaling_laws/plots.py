@@ -15,6 +15,13 @@ from scipy.interpolate import Akima1DInterpolator  # noqa: E402
 from analyses.scaling_laws import approach3  # noqa: E402
 
 
+def _akima_curve(pts: pd.DataFrame, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, loss) on ``size`` points of the Akima interpolant of log loss in log N through one budget's points."""
+    x = np.log(pts["N"].to_numpy())
+    grid = np.linspace(x[0], x[-1], size)
+    return np.exp(grid), np.exp(Akima1DInterpolator(x, np.log(pts["loss"].to_numpy()))(grid))
+
+
 def isoflop_figure(points: pd.DataFrame, minima: pd.DataFrame, title: str | None = None) -> plt.Figure:
     """Loss vs N at each budget (points and their Akima interpolant) with the accepted minima marked."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -24,17 +31,11 @@ def isoflop_figure(points: pd.DataFrame, minima: pd.DataFrame, title: str | None
         pts = points[points["budget"] == c].sort_values("N")
         ax.scatter(pts["N"], pts["loss"], s=12, color=color)
         if len(pts) >= 3:
-            x = np.log(pts["N"].to_numpy())
-            grid = np.linspace(x[0], x[-1], 200)
-            ax.plot(np.exp(grid), np.exp(Akima1DInterpolator(x, np.log(pts["loss"].to_numpy()))(grid)), color=color,
-                    lw=1, label=f"C={c:.2g}")
+            ax.plot(*_akima_curve(pts, 200), color=color, lw=1, label=f"C={c:.2g}")
     ok = minima[minima["status"] == "ok"]
     ax.scatter(ok["N_star"], ok["loss_star"], marker="*", s=90, color="crimson", zorder=5, label="minimum")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("N (parameters)")
-    ax.set_ylabel("loss")
-    ax.set_title(f"IsoFLOP curves{'' if title is None else ' - ' + title}")
+    ax.set(xscale="log", yscale="log", xlabel="N (parameters)", ylabel="loss",
+           title=f"IsoFLOP curves{'' if title is None else ' - ' + title}")
     ax.legend(fontsize=6, ncol=2)
     return fig
 
@@ -79,10 +80,7 @@ def allocation_figure(artefacts: dict[str, Any], c_range: tuple[float, float], t
             if len(samples):
                 lines = np.array([approach3.compute_optimal(t, c)[0 if key == "N" else 1] for t in samples[:400]])
                 _band(ax, c, lines, "tab:red")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("C (FLOPs)")
-        ax.set_ylabel(f"{key}*")
+        ax.set(xscale="log", yscale="log", xlabel="C (FLOPs)", ylabel=f"{key}*")
         ax.legend(fontsize=7)
     fig.suptitle(f"Compute-optimal allocation{'' if title is None else ' - ' + title}")
     fig.tight_layout()
@@ -103,12 +101,8 @@ def contour_figure(table: pd.DataFrame, fit: approach3.ParametricFit, title: str
     n_star, d_star = approach3.compute_optimal(fit.theta, c)
     inside = (n_star >= n_lo) & (n_star <= n_hi) & (d_star >= d_lo) & (d_star <= d_hi)
     ax.plot(n_star[inside], d_star[inside], color="crimson", lw=2, label="efficient frontier")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(n_lo, n_hi)
-    ax.set_ylim(d_lo, d_hi)
-    ax.set_xlabel("N (parameters)")
-    ax.set_ylabel("D (tokens)")
+    ax.set(xscale="log", yscale="log", xlim=(n_lo, n_hi), ylim=(d_lo, d_hi), xlabel="N (parameters)",
+           ylabel="D (tokens)")
     p = fit.params
     ax.set_title(f"L = {p['E']:.3g} + {p['A']:.3g}/N^{p['alpha']:.3f} + {p['B']:.3g}/D^{p['beta']:.3f}"
                  + ("" if title is None else f" - {title}"), fontsize=9)
@@ -133,10 +127,8 @@ def isoflop_interactive(points: pd.DataFrame, minima: pd.DataFrame, title: str |
             customdata=np.column_stack([pts["D"], np.full(len(pts), c)]),
             hovertemplate="N=%{x:.4g}<br>D=%{customdata[0]:.4g}<br>loss=%{y:.5g}<br>C=%{customdata[1]:.3g}<extra></extra>"))
         if len(pts) >= 3:
-            x = np.log(pts["N"].to_numpy())
-            grid = np.linspace(x[0], x[-1], 120)
-            curve = np.exp(Akima1DInterpolator(x, np.log(pts["loss"].to_numpy()))(grid))
-            fig.add_trace(go.Scatter(x=np.exp(grid), y=curve, mode="lines", name=name, legendgroup=name,
+            n_grid, curve = _akima_curve(pts, 120)
+            fig.add_trace(go.Scatter(x=n_grid, y=curve, mode="lines", name=name, legendgroup=name,
                                      showlegend=False, line={"color": rgb, "width": 1}, hoverinfo="skip"))
     ok = minima[minima["status"] == "ok"]
     if len(ok):

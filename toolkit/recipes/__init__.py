@@ -80,10 +80,9 @@ def describe_source(runset: RunSet, read: list[str] | None = None) -> str:
     return "; ".join(parts)
 
 
-def _one_point_per_run(runset: RunSet) -> bool:
+def one_point_per_run(runset: RunSet) -> bool:
+    """True for flat tables and W&B exports (every run a single row, at step 0), and for an empty history."""
     history = runset.history
-    if not len(history):
-        return True
     steps = pd.to_numeric(history["step"], errors="coerce").fillna(0)
     return bool(history["run_id"].is_unique and (steps == 0).all())
 
@@ -102,7 +101,7 @@ def recipe_hints(runset: RunSet, current: str, loss_option: str | None = None) -
     hints: list[str] = []
     lower = {k.lower(): k for k in names}
     losses = [k for k in names if "loss" in k.lower()]
-    flat = _one_point_per_run(runset)
+    flat = one_point_per_run(runset)
     if current != "scaling_table" and "N" in names and "D" in names and losses:
         hints.append(f"columns N, D and {losses[0]} look like a scaling table: use recipe=scaling_table")
     lr = next((lower[k] for k in LR_KEYS if k in lower), None)

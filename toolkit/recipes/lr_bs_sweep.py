@@ -180,8 +180,7 @@ def _parse_names(names: pd.Series, patterns: list[re.Pattern]) -> pd.DataFrame:
                         values[col] = float(text)
                 break
         parsed[name] = values
-    frame = pd.DataFrame([parsed[n] for n in names], index=names.index, columns=list(FIELDS))
-    return frame
+    return pd.DataFrame([parsed[n] for n in names], index=names.index, columns=list(FIELDS))
 
 
 def _config_values(runs: pd.DataFrame, hp: str, keys: list[str]) -> tuple[pd.Series, str | None]:
@@ -319,7 +318,7 @@ def _numeric(values: pd.Series, name_of: Callable[[int], str], key: str) -> np.n
         if bad_rows.size:
             i = bad_rows[0]
             raise UserError(f"{WHO}: run '{name_of(i)}' logged '{key}' = {values.iloc[i]!r} at a step; expected a number")
-        fix = values[suspect].astype(str).str.strip().str.lower().map({"inf": np.inf, "infinity": np.inf, "-inf": -np.inf})
+        fix = text.map({"inf": np.inf, "infinity": np.inf, "-inf": -np.inf})
         num = num.astype(float)
         num[suspect] = fix.to_numpy(dtype=float, na_value=np.nan)
     return np.array(num.to_numpy(dtype=float, na_value=np.nan), dtype=float)
@@ -333,19 +332,17 @@ def _long_table(history: pd.DataFrame, runs: pd.DataFrame, s: LrBsSweepSettings,
     codes = pd.Index(runs["run_id"]).get_indexer(history["run_id"].astype(str))
     hist = history.loc[codes >= 0]
     codes = codes[codes >= 0]
-    run_names, hist_codes = runs["name"].to_numpy(), codes
+    names, hist_codes = runs["name"].to_numpy(), codes
 
     def name_of(i: int) -> str:
-        return str(run_names[hist_codes[i]])
+        return str(names[hist_codes[i]])
 
-    loss_raw = hist[loss_key]
-    loss = _numeric(loss_raw, name_of, loss_key)
+    loss = _numeric(hist[loss_key], name_of, loss_key)
+    norm = np.full(len(hist), np.nan)
     if norm_key and norm_key in hist.columns:
         norm = _numeric(hist[norm_key], name_of, str(norm_key))
-    else:
-        if norm_key:
-            warn(f"{WHO}: no history column '{norm_key}' (metrics.output_norm); output_norm is NaN")
-        norm = np.full(len(hist), np.nan)
+    elif norm_key:
+        warn(f"{WHO}: no history column '{norm_key}' (metrics.output_norm); output_norm is NaN")
     present = ~np.isnan(loss) | ~np.isnan(norm)
     step_num = pd.to_numeric(hist["step"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     bad_step = present & (~np.isfinite(step_num) | (step_num % 1 != 0) | (step_num < 0))
@@ -362,23 +359,18 @@ def _long_table(history: pd.DataFrame, runs: pd.DataFrame, s: LrBsSweepSettings,
         tokens = _numeric(hist[tkey], name_of, tkey)[present]
         if not np.isfinite(tokens).all():
             i = np.flatnonzero(~np.isfinite(tokens))[0]
-            raise UserError(f"{WHO}: run '{runs['name'].iloc[codes[i]]}' has no '{tkey}' at step {step[i]}; expected a token count at every logged step")
+            raise UserError(f"{WHO}: run '{names[codes[i]]}' has no '{tkey}' at step {step[i]}; expected a token count at every logged step")
         horizon = np.rint(tokens).astype(np.int64)
     else:
         horizon = runs["bs"].to_numpy(dtype=np.int64)[codes] * step * runs["seq_len"].to_numpy(dtype=float)[codes].astype(np.int64)
-    names = runs["name"].to_numpy()
     div = find_diverged(loss, codes, step, horizon, s.divergence, metric=str(loss_key), run_label=lambda c: str(names[c]))
     if div.n_runs:
         warn(div.message(WHO, f"set to NaN in {loss_key}"))
     loss[div.diverged | ~np.isfinite(loss)] = np.nan
     order = np.lexsort((step, codes))  # runs in their resolved order, then steps
     table = runs.iloc[codes[order]][["run_id", "name", *CONFIG_FIELDS]].reset_index(drop=True)
-    table["step"] = step[order]
-    table["horizon"] = horizon[order]
-    table["train_loss"] = loss[order]
-    table["output_norm"] = norm[order]
-    table["_run"] = codes[order]
-    return table
+    return table.assign(step=step[order], horizon=horizon[order], train_loss=loss[order], output_norm=norm[order],
+                        _run=codes[order])
 
 
 def _dedupe(table: pd.DataFrame, runs: pd.DataFrame, warn: Callable[[str], None]) -> pd.DataFrame:

@@ -83,8 +83,7 @@ def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFr
             raise UserError(f"{WHO}: recipe.keep_columns: no column '{col}'")
         table[col] = series.to_numpy()
     table["lr"] = _column(frame, columns.lr, "lr", True, runset)
-    bs = _column(frame, columns.bs, "bs", True, runset) if columns.bs else None
-    table["bs"] = 1.0 if bs is None else bs
+    table["bs"] = _column(frame, columns.bs, "bs", True, runset) if columns.bs else 1.0
     table["horizon"] = _column(frame, columns.horizon, "horizon", True, runset)
     table["train_loss"] = _column(frame, columns.loss, "loss", True, runset)
     norm = _column(frame, columns.output_norm, "output_norm", False)

@@ -65,13 +65,11 @@ def pattern_regex(pattern: str) -> re.Pattern:
 
 def _range_values(spec: Any, group: str) -> list[str]:
     if isinstance(spec, Mapping):
-        lo, hi = spec.get("from"), spec.get("to")
-        spec = [lo, hi]
+        spec = [spec.get("from"), spec.get("to")]
     if isinstance(spec, (int, np.integer)):
         return [str(i) for i in range(1, int(spec) + 1)]
-    if isinstance(spec, Sequence) and not isinstance(spec, str):
-        if len(spec) == 2 and all(isinstance(v, (int, np.integer)) for v in spec):
-            return [str(i) for i in range(int(spec[0]), int(spec[1]) + 1)]
+    if isinstance(spec, Sequence) and len(spec) == 2 and all(isinstance(v, (int, np.integer)) for v in spec):
+        return [str(i) for i in range(int(spec[0]), int(spec[1]) + 1)]
     raise UserError(f"recipe.ranges.{group}: expected [first, last] (inclusive integers) or a count, got {spec!r}")
 
 
@@ -153,9 +151,7 @@ def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFr
     long = melt_history(runset.history, keys)
     if runset.runs.empty:
         return long.assign(name=pd.Categorical([]))[["run_id", "name", "step", "key", "value"]]
-    runs = runset.runs.copy()
-    runs["run_id"] = runs["run_id"].astype(str)
-    runs = runs.drop_duplicates("run_id")
+    runs = runset.runs.assign(run_id=runset.runs["run_id"].astype(str)).drop_duplicates("run_id")
     cats = long["run_id"].cat.categories
     idx = pd.Index(runs["run_id"]).get_indexer(cats)
     unknown = [str(c) for c, i in zip(cats, idx) if i < 0]

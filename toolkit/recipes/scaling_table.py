@@ -29,7 +29,7 @@ import pandas as pd
 from toolkit import scaling_data
 from toolkit.divergence import DivergenceSettings, find_diverged
 from toolkit.errors import UserError
-from toolkit.recipes import TableRecipe, as_list, recipe_hints
+from toolkit.recipes import TableRecipe, as_list, one_point_per_run, recipe_hints
 from toolkit.runset import CONFIG_PREFIX, SUMMARY_PREFIX, RunSet
 from toolkit.settings import Choice, Settings, as_settings, fail
 
@@ -97,13 +97,9 @@ def metric_keys(params: Any) -> list[str]:
 
 def lookup_column(frame: pd.DataFrame, name: str) -> pd.Series | None:
     """A column by name: as it is, then as config.<name>, then summary.<name> (first one not all empty)."""
-    for candidate in (name, CONFIG_PREFIX + name, SUMMARY_PREFIX + name):
-        if candidate in frame.columns and frame[candidate].notna().any():
-            return frame[candidate]
-    for candidate in (name, CONFIG_PREFIX + name, SUMMARY_PREFIX + name):
-        if candidate in frame.columns:
-            return frame[candidate]
-    return None
+    present = [c for c in (name, CONFIG_PREFIX + name, SUMMARY_PREFIX + name) if c in frame.columns]
+    filled = [c for c in present if frame[c].notna().any()]
+    return frame[(filled or present)[0]] if present else None
 
 
 def _number(frame: pd.DataFrame, spec: Any, what: str) -> pd.Series | None:
@@ -255,14 +251,6 @@ def joined_history(runset: RunSet) -> pd.DataFrame:
     return history.merge(runs[extra], on="run_id", how="left")
 
 
-def _one_point_per_run(history: pd.DataFrame) -> bool:
-    """True for flat tables and W&B exports: every run has a single row, at step 0."""
-    if not len(history) or "step" not in history.columns:
-        return False
-    steps = pd.to_numeric(history["step"], errors="coerce")
-    return bool(history["run_id"].is_unique and (steps.fillna(0) == 0).all())
-
-
 def load_source(s: ScalingTableSettings) -> tuple[pd.DataFrame, bool]:
     """The frame of ``recipe.loader`` and whether it holds per-run curves (run_id, step)."""
     name, path, options = s.loader, str(s.path), dict(s.loader_options)
@@ -287,7 +275,7 @@ def build(runset: RunSet, params: Any, warn: Callable[[str], None]) -> pd.DataFr
     else:
         if not len(runset.history):
             raise UserError(f"{WHO}: the tracker returned no history rows (check tracker.path and select)")
-        points = _one_point_per_run(runset.history)  # a flat table: a row without a loss is a bad row, not a gap
+        points = one_point_per_run(runset)  # a flat table: a row without a loss is a bad row, not a gap
         try:
             table = table_from_frame(joined_history(runset), s, warn, from_history=not points, keep_run_columns=not points)
         except KeptColumnMissing:  # an extra column asked for: the source itself fits this recipe
