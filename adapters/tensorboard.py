@@ -899,10 +899,11 @@ class TensorBoardTracker(TrackerBase):
         self._cache_save(cache, INDEX_ID, [], pd.DataFrame({"step": np.zeros(0, np.int64)}), "index",
                          {"format": FORMAT, "folders": folders})
 
-    def _cache_save(self, cache: HistoryCache, *entry: Any) -> None:
-        """``cache.save(*entry)``; a cache that cannot be written is a warning, not a failed read."""
+    def _cache_save(self, cache: HistoryCache, run_id: str, keys: Sequence[str], frame: pd.DataFrame, version: str,
+                    fingerprint: Mapping[str, Any] | None = None) -> None:
+        """``cache.save``, where a cache that cannot be written is a warning, not a failed read."""
         try:
-            cache.save(*entry)
+            cache.save(run_id, keys, frame, version, fingerprint)
         except (OSError, TypeError, ValueError) as exc:
             self._warn(f"tensorboard: could not write the history cache under {cache.dir}: {type(exc).__name__}")
 

@@ -199,6 +199,15 @@ def test_server_killed_mid_fetch_resumes_from_cache(reference, mlflow_server, tm
     assert again.stats["cached_runs"] >= 1 and again.stats["fetched_runs"] == 6 - again.stats["cached_runs"]
 
 
+def test_writer_errors_name_the_run(tmp_path):
+    """A bad value logged to an MLflow run is an error naming the run's name, as with every other writer."""
+    tracker = MlflowTracker(uri=f"sqlite:///{tmp_path / 'n.db'}", experiment="names")
+    writer = tracker.start_run("lr-0.01")
+    with pytest.raises(UserError, match=r"^run 'lr-0.01': metric 'loss' at step 3 is not a number: 'high'$"):
+        writer.log_metrics({"loss": "high"}, 3)
+    writer.finish()
+
+
 def test_writer_batches_params_and_statuses(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 

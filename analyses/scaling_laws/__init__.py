@@ -16,8 +16,8 @@ per budget and enough budgets for 1 and 2, spread in N and in D for 3); one that
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from functools import reduce
 from typing import Any, Dict, List, Optional
@@ -223,16 +223,6 @@ def not_identifiable(reason: str) -> dict[str, Any]:
     return {"identifiable": False, "reason": reason}
 
 
-@contextmanager
-def _ticks(total: int, desc: str, enabled: bool, unit: str) -> Iterator[Callable[..., Any]]:
-    """A progress bar with a known total (nothing when ``enabled`` is false): yields its tick(k=1), closed on exit."""
-    bar = progress_bar(total, desc, enabled=enabled, unit=unit)
-    try:
-        yield bar.update
-    finally:
-        bar.close()
-
-
 def _interval(samples: np.ndarray, estimate: float, method: Any, jackknife: np.ndarray | None = None) -> list[float]:
     """The 95% bootstrap CI of one statistic by ``method`` (a CiMethod or its name)."""
     return bootstrap_ci(samples, estimate, getattr(method, "value", method), 0.95, jackknife)
@@ -255,9 +245,9 @@ def run_approach1(table: pd.DataFrame, p: Approach1Settings, warn=None, progress
                "envelope": "pareto frontier of loss against C"}
     a_s = b_s = np.empty(0)
     if p.bootstrap.n > 0:
-        with _ticks(p.bootstrap.n, "approach 1 bootstrap", progress, "replicate") as tick:
+        with closing(progress_bar(p.bootstrap.n, "approach 1 bootstrap", enabled=progress, unit="replicate")) as bar:
             a_s, b_s = approach1.bootstrap_envelope(n, d, c, loss, p.bootstrap.n, stream(p.bootstrap.seed, *key, "approach1"),
-                                                    tick=tick)
+                                                    tick=bar.update)
     bca = p.ci_method.value == "bca" and len(a_s)
     jk_a, jk_b = approach1.jackknife_envelope(n, d, c, loss) if bca else (None, None)
     summary.update(a_ci=_interval(a_s, fit_n.exponent, p.ci_method, jk_a),
@@ -287,14 +277,16 @@ def run_approach2(table: pd.DataFrame, p: Approach2Settings, warn, progress: boo
     require_columns(table, curve_by, f"{WHO} (approach2.curve_by)")
     seed_noise = _seed_noise(table, boot) if boot.noise_model.value == "porian" else None
     n_planned = len(approach2.choose_budgets(approach2.curves(table, curve_by), p.budgets or None, p.n_budgets, p.min_models))
-    with _ticks(max(boot.n, 0) * n_planned, "approach 2 bootstrap", progress and boot.n > 0, "replicate") as tick:
+    bar = progress_bar(max(boot.n, 0) * n_planned, "approach 2 bootstrap", enabled=progress and boot.n > 0,
+                       unit="replicate")
+    with closing(bar):
         res = approach2.fit_isoflop(
             table, budgets=p.budgets or None, n_budgets=p.n_budgets, min_models=p.min_models, curve_by=curve_by,
             tolerance=p.tolerance, max_gap=p.max_gap, method=method, grid_multiplier=p.grid_multiplier,
             parabola_points=p.parabola_points, n_boot=boot.n, bootstrap=boot.mode.value, noise_std=boot.noise_std,
             seed=boot.seed, weighted=p.weighted, min_std_factor=p.min_std_factor, noise_model=boot.noise_model.value,
             seed_noise=seed_noise, bs_median_as_obs=p.bs_median_as_obs, min_std_spacing=p.min_std_spacing.value,
-            stream_key=(*key, "approach2"), tick=tick, max_edge_share=p.max_edge_share)
+            stream_key=(*key, "approach2"), tick=bar.update, max_edge_share=p.max_edge_share)
     n_ok = int(res.minima["status"].eq("ok").sum())
     reason = approach2.identifiability(res, approach2.curves(table, curve_by), approach1.distinct(table["N"]),
                                        p.min_models, p.tolerance, p.max_gap)
@@ -326,9 +318,10 @@ def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.nd
     grid = approach3.make_grid(None if p.grid is None else asdict(p.grid))
     schedule = [tuple(stage) for stage in p.schedule]
     started = time.perf_counter()
-    with _ticks(approach3.start_work(len(grid), schedule), "approach 3 starts", progress, "start") as tick:
+    bar = progress_bar(approach3.start_work(len(grid), schedule), "approach 3 starts", enabled=progress, unit="start")
+    with closing(bar):
         fit = approach3.fit_parametric(n, d, loss, delta=p.huber_delta, grid=grid, bounds=bounds, schedule=schedule,
-                                       n_polish=p.polish, tick=tick)
+                                       n_polish=p.polish, tick=bar.update)
     fit_seconds = time.perf_counter() - started
     for note in fit.warnings:
         warn(note)
@@ -337,9 +330,9 @@ def run_approach3(table: pd.DataFrame, p: Approach3Settings, warn, bounds: np.nd
     samples = np.empty((0, 5))
     if n_boot > 0:
         started = time.perf_counter()
-        with _ticks(n_boot, "approach 3 bootstrap", progress, "refit") as tick:
+        with closing(progress_bar(n_boot, "approach 3 bootstrap", enabled=progress, unit="refit")) as bar:
             samples = approach3.bootstrap_parametric(n, d, loss, fit, n_boot=n_boot, bounds=bounds,
-                                                     rng=stream(p.bootstrap.seed, *key, "approach3"), tick=tick)
+                                                     rng=stream(p.bootstrap.seed, *key, "approach3"), tick=bar.update)
         summary["bootstrap_seconds"] = time.perf_counter() - started
     natural = approach3.natural_samples(samples)
     jackknife = (approach3.natural_samples(approach3.jackknife_parametric(n, d, loss, fit, bounds=bounds))
