@@ -21,7 +21,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, List, Optional
+from typing import Any, ClassVar, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ from toolkit.errors import UserError
 from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
 from toolkit.runset import CONFIG_PREFIX, Selection
-from toolkit.settings import Choice, Settings, as_settings, fail
+from toolkit.settings import Choice, Settings, as_settings, at_least, boot_count, ci_level, fail
 
 REQUIRED_COLUMNS = ("run_id", "name", "step", "key", "value")
 NAME = "correlations"
@@ -55,9 +55,9 @@ Align = Choice("Align", {"logged": "logged", "common_steps": "common_steps"}, mo
 class CorrelationsBootstrap:
     """Bootstrap over keys for the CIs (n: 0 switches it off)."""
 
-    n: int = 1000
+    n: int = boot_count(1000)
     seed: int = 0
-    level: float = 0.95
+    level: float = ci_level()
 
 
 @dataclass
@@ -72,7 +72,8 @@ class CorrelationsSettings(Settings):
     align: Align = Align.logged
     bootstrap: CorrelationsBootstrap = field(default_factory=CorrelationsBootstrap)
     over_time: bool = False
-    over_time_every: int = 1
+    over_time_every: int = at_least(1, 1, "a step count")
+    who: ClassVar[str] = NAME
 
     def __post_init__(self) -> None:
         self.patterns = parse_family(self.family)
@@ -80,12 +81,7 @@ class CorrelationsSettings(Settings):
             side_selection(getattr(self, side), side)
         if self.steps is not None and len(self.steps) != 2:
             raise fail(NAME, "steps", self.steps, "[from, to] (either may be null) or null")
-        if self.bootstrap.n < 0:
-            raise fail(NAME, "bootstrap.n", self.bootstrap.n, "a count >= 0 (0 switches it off)")
-        if not 0 < self.bootstrap.level < 1:
-            raise fail(NAME, "bootstrap.level", self.bootstrap.level, "a level in (0, 1)")
-        if self.over_time_every < 1:
-            raise fail(NAME, "over_time_every", self.over_time_every, "a step count >= 1")
+        super().__post_init__()
 
 
 def settings_of(params: Mapping[str, Any] | CorrelationsSettings | None) -> CorrelationsSettings:

@@ -35,7 +35,7 @@ import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, ClassVar, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,7 @@ from toolkit.columns import require_columns
 from toolkit.errors import UserError
 from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
-from toolkit.settings import Choice, Settings, as_settings, fail
+from toolkit.settings import Choice, Settings, as_settings, at_least, boot_count, bounded, ci_level, fail
 
 NAME = "minima"
 REQUIRED_COLUMNS = ("lr", "bs", "horizon", "train_loss")
@@ -113,9 +113,9 @@ class CiMethod(Choice):
 class MinimaBootstrap:
     """Bootstrap CI of the optimal lr (n: 0 switches it off)."""
 
-    n: int = 200
-    seed: int = 0
-    level: float = 0.95
+    n: int = boot_count(200)
+    seed: int = at_least(0, 0, "a whole number")
+    level: float = ci_level()
     mode: BootMode = BootMode.points
     ci_method: CiMethod = CiMethod.percentile
 
@@ -125,8 +125,8 @@ class MinimaSettings(Settings):
     """Every knob of the minima analysis (the norm-transfer Config's fitting part); see conf/analysis/minima.yaml."""
 
     horizons: Any = "pow2"
-    horizon_tolerance: float = 0.1
-    avg_rel_from: int = 0
+    horizon_tolerance: float = bounded(0.1, "a distance >= 0 in log2 units", ge=0)
+    avg_rel_from: int = bounded(0, "a whole number <= 0 (rows before the horizon)", le=0)
     avg_rel_to: int = 0
     strict_avg: bool = False
     average_h: Optional[List[Any]] = None
@@ -134,7 +134,7 @@ class MinimaSettings(Settings):
     max_loss: Optional[float] = None
     fit_axis: FitAxis = FitAxis.lr
     weighted: bool = True
-    fit_k: Optional[int] = None
+    fit_k: Optional[int] = bounded(None, "an integer >= 3 (or null for all points)", ge=3)
     fit_k_by: FitKBy = FitKBy.x
     c_fixed: Optional[float] = None
     skip_fit: Any = False
@@ -142,8 +142,9 @@ class MinimaSettings(Settings):
     by: List[str] = field(default_factory=list)
     bootstrap: MinimaBootstrap = field(default_factory=MinimaBootstrap)
     plots: bool = True
-    max_panels: int = 12
+    max_panels: int = at_least(12, 1)
     bs_label: Optional[str] = None
+    who: ClassVar[str] = NAME
 
     def __post_init__(self) -> None:
         hs = self.horizons
@@ -155,25 +156,12 @@ class MinimaSettings(Settings):
         self.target_horizons: tuple[int, ...] | None = tuple(parse_horizon(h) for h in hs) or None
         self.average_h_tokens: tuple[int, ...] | None = (
             None if self.average_h is None else tuple(parse_horizon(h, "average_h") for h in self.average_h))
-        if self.avg_rel_from > 0:
-            raise fail(NAME, "avg_rel_from", self.avg_rel_from, "a whole number <= 0 (rows before the horizon)")
+        super().__post_init__()
         if self.avg_rel_from > self.avg_rel_to:
             raise fail(NAME, "avg_rel_from", self.avg_rel_from, f"<= avg_rel_to ({self.avg_rel_to})")
-        if not self.horizon_tolerance >= 0:
-            raise fail(NAME, "horizon_tolerance", self.horizon_tolerance, "a distance >= 0 in log2 units")
-        if self.fit_k is not None and self.fit_k < 3:
-            raise fail(NAME, "fit_k", self.fit_k, "an integer >= 3 (or null for all points)")
-        if not 0 < self.bootstrap.level < 1:
-            raise fail(NAME, "bootstrap.level", self.bootstrap.level, "a level in (0, 1)")
-        if self.bootstrap.n < 0:
-            raise fail(NAME, "bootstrap.n", self.bootstrap.n, "a count >= 0 (0 switches it off)")
-        if self.bootstrap.seed < 0:
-            raise fail(NAME, "bootstrap.seed", self.bootstrap.seed, "a whole number >= 0")
         if self.bootstrap.ci_method == "bca" and self.bootstrap.mode != "points":
             raise fail(NAME, "bootstrap.ci_method", self.bootstrap.ci_method,
                        "percentile or basic with bootstrap.mode residuals (BCa needs resampled points for its jackknife)")
-        if self.max_panels < 1:
-            raise fail(NAME, "max_panels", self.max_panels, "a count >= 1")
         skip = self.skip_fit
         self.skip_all = skip is True
         pairs: list[tuple[int, int]] = []

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, ClassVar, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ from analyses.spectral_report import render_spectral
 from toolkit.errors import UserError, require_extra
 from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
-from toolkit.settings import Choice, Settings, as_settings, fail
+from toolkit.settings import Choice, Settings, as_settings, at_least, bounded, fail
 
 NAME = "spectral"
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -136,18 +136,19 @@ class SpectralSettings(Settings):
 
     shapes: Any = "gpt2-124m"
     checkpoint: Optional[str] = None
-    max_per_shape: int = 8
+    max_per_shape: int = at_least(8, 1)
     methods: List[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     dtypes: List[str] = field(default_factory=lambda: list(DEFAULT_DTYPES))
     device: str = "auto"
-    repeats: int = 5
-    warmup: int = 2
+    repeats: int = at_least(5, 1)
+    warmup: int = at_least(2, 0)
     seed: int = 0
-    gap: float = 1.1
-    decay: float = 0.5
+    gap: float = bounded(1.1, "s1/s2 >= 1", ge=1)
+    decay: float = bounded(0.5, "a tail exponent >= 0", ge=0)
     batch: Any = 1
     cpu_shapes: CpuShapes = CpuShapes.scaled
-    cell_budget_s: Optional[float] = 5.0
+    cell_budget_s: Optional[float] = bounded(5.0, "seconds > 0 per (method, dtype, shape), or null (no budget)", gt=0)
+    who: ClassVar[str] = NAME
 
     def __post_init__(self) -> None:
         from toolkit.spectral import parse_method
@@ -165,15 +166,7 @@ class SpectralSettings(Settings):
             raise fail(NAME, "device", self.device, "auto, cpu, cuda or cuda:N")
         if not (self.batch in ("model", "preset") or type(self.batch) is int and self.batch >= 1):
             raise fail(NAME, "batch", self.batch, "a count >= 1, or model (the preset's count of each shape)")
-        for key, low in (("repeats", 1), ("warmup", 0), ("max_per_shape", 1)):
-            if getattr(self, key) < low:
-                raise fail(NAME, key, getattr(self, key), f"a count >= {low}")
-        if not self.gap >= 1:
-            raise fail(NAME, "gap", self.gap, "s1/s2 >= 1")
-        if not self.decay >= 0:
-            raise fail(NAME, "decay", self.decay, "a tail exponent >= 0")
-        if self.cell_budget_s is not None and not self.cell_budget_s > 0:
-            raise fail(NAME, "cell_budget_s", self.cell_budget_s, "seconds > 0 per (method, dtype, shape), or null (no budget)")
+        super().__post_init__()
 
 
 def cpu_sized(shape: tuple[int, int]) -> tuple[int, int]:

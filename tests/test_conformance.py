@@ -184,7 +184,8 @@ def test_the_worked_example_in_the_architecture_doc_adds_an_analysis(tmp_path):
     assert ok.returncode == 0, ok.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "loss_at_end" / "summary.json").read_text())
     assert summary["n_runs"] > 0 and summary["settings"] == {"last_steps": 1}
-    bad = subprocess.run([*base, "analysis.loss_at_end.last_steps=abc", f"hydra.run.dir={tmp_path / 'bad'}"],
+    bad = subprocess.run([*base, "analysis.loss_at_end.last_steps=0", f"hydra.run.dir={tmp_path / 'bad'}"],
                          capture_output=True, text=True, env=env, timeout=300)
-    assert bad.returncode == 2 and "last_steps" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert "loss_at_end: last_steps=0; expected a count >= 1" in bad.stderr, bad.stderr[-2000:]
     assert not (tmp_path / "bad" / "minima").exists()  # caught before any work

@@ -26,14 +26,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import pandas as pd
 
-from toolkit.settings import fail
+from toolkit.settings import at_least, bounded, check_bounds
 
 WHO = "divergence"
+FACTOR = "a factor > 1, or null to switch the rule off"
 NONFINITE, OVERFLOW, EARLY, MEDIAN = 1, 2, 3, 4  # reason codes, in the order they are told
 
 
@@ -42,22 +43,15 @@ class DivergenceSettings:
     """When a loss point counts as diverged (see toolkit/divergence.py); a factor null switches its rule off."""
 
     enabled: bool = True
-    max_abs: float = 1.0e300
-    early_factor: Optional[float] = 5.0
-    early_points: int = 3
-    median_factor: Optional[float] = 10.0
-    min_runs: int = 3
+    max_abs: float = bounded(1.0e300, "a threshold > 0 (|loss| at or above it is an overflow)", gt=0)
+    early_factor: Optional[float] = bounded(5.0, FACTOR, gt=1, lt=math.inf)
+    early_points: int = at_least(3, 1)
+    median_factor: Optional[float] = bounded(10.0, FACTOR, gt=1, lt=math.inf)
+    min_runs: int = at_least(3, 1)
+    who: ClassVar[str] = WHO
 
     def __post_init__(self) -> None:
-        if not (self.max_abs > 0):
-            raise fail(WHO, "divergence.max_abs", self.max_abs, "a threshold > 0 (|loss| at or above it is an overflow)")
-        for key in ("early_factor", "median_factor"):
-            value = getattr(self, key)
-            if value is not None and not (math.isfinite(value) and value > 1):
-                raise fail(WHO, f"divergence.{key}", value, "a factor > 1, or null to switch the rule off")
-        for key in ("early_points", "min_runs"):
-            if getattr(self, key) < 1:
-                raise fail(WHO, f"divergence.{key}", getattr(self, key), "a count >= 1")
+        check_bounds(self, WHO, "divergence.")
 
     def rule(self, metric: str = "loss", position: str | None = "horizon") -> str:
         """The rule in words, for warnings."""

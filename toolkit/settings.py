@@ -4,18 +4,20 @@ Each part (tracker, recipe, analysis) declares a dataclass of its settings (``se
 puts every part named by a ``_target_`` under ``conf/`` into Hydra's ConfigStore as ``schema/<group>/<name>``, and
 each yaml file takes it as its schema (``defaults: [/schema/<group>/<name>@_here_, _self_]``), so a typo'd key, a
 wrong type or an unknown choice fails when the config is composed. ``as_settings`` applies the same checks to plain
-mappings (notebooks, tests); value checks that types cannot express (ranges, parsing) run in ``__post_init__``.
+mappings (notebooks, tests). Ranges are declared on the fields (``bounded``) and checked when the settings are made;
+checks that span fields or parse a value run in ``__post_init__``.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, ClassVar, Optional, TypeVar
 
 from toolkit.errors import UserError
 from toolkit.runset import Selection
@@ -45,11 +47,49 @@ class Choice(str, enum.Enum):
         return format(str(self.value), spec)
 
 
+_BOUNDS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
+
+
+def bounded(default: Any, expected: str, **bounds: float) -> Any:
+    """A settings field whose value (null passes) meets ``bounds`` (gt, ge, lt, le); ``expected`` says so in words."""
+    return field(default=default, metadata={"bounds": bounds, "expected": expected})
+
+
+def at_least(default: Any, low: float, what: str = "a count") -> Any:
+    """A number field >= ``low``."""
+    return bounded(default, f"{what} >= {low}", ge=low)
+
+
+def boot_count(default: int) -> Any:
+    """A bootstrap's replicate count (0 switches it off)."""
+    return bounded(default, "a count >= 0 (0 switches it off)", ge=0)
+
+
+def ci_level(default: float = 0.95) -> Any:
+    """A confidence level in (0, 1)."""
+    return bounded(default, "a level in (0, 1)", gt=0, lt=1)
+
+
+def check_bounds(obj: Any, who: str, prefix: str = "") -> None:
+    """A one-line error (``fail``) for the first field outside its bounds, in ``obj`` or a plain dataclass inside it."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is not None and not all(_BOUNDS[op](value, low) for op, low in f.metadata.get("bounds", {}).items()):
+            raise fail(who, prefix + f.name, value, f.metadata["expected"])
+        if dataclasses.is_dataclass(value) and not hasattr(value, "who"):  # parts with a ``who`` check themselves
+            check_bounds(value, who, f"{prefix}{f.name}.")
+
+
 @dataclass
 class Settings:
-    """Base of every part's settings: ``_target_`` names the code behind the config (set by the yaml file)."""
+    """Base of every part's settings: ``_target_`` names the code behind the config (set by the yaml file); ``who``
+    names the part in errors."""
 
+    who: ClassVar[str] = ""
     _target_: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        check_bounds(self, self.who or type(self).__name__)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly settings (for summary.json), without ``_target_``."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence
+from typing import Any, ClassVar, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ from toolkit.columns import require_columns
 from toolkit.errors import UserError
 from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
-from toolkit.settings import Choice, Settings, as_settings, fail
+from toolkit.settings import Choice, Settings, as_settings, boot_count, bounded, ci_level, fail
 
 NAME = "regressions"
 
@@ -100,11 +100,11 @@ class LrStar(Choice):
 class RegressionsBootstrap:
     """Bootstrap over runs (n: 0 switches it off)."""
 
-    n: int = 100
+    n: int = boot_count(100)
     seed: int = 0
     small_sample_correction: bool = True
     ci_method: CiMethod = CiMethod.normal
-    level: float = 0.95
+    level: float = ci_level()
 
 
 @dataclass
@@ -121,7 +121,7 @@ class NormBand:
 
     enabled: bool = True
     c: Optional[float] = None
-    eps: float = 0.25
+    eps: float = bounded(0.25, "a half-width > 0 in log2 units", gt=0)
     entry: BandEntry = BandEntry.crossing
     drop_censored: bool = True
     lr_bounds: Optional[List[Optional[float]]] = None
@@ -155,14 +155,10 @@ class RegressionsSettings(Settings):
     norm_pairs: Optional[List[Any]] = None
     models_by: Optional[str] = None
     models_horizon: Optional[Any] = None
+    who: ClassVar[str] = NAME
 
     def __post_init__(self) -> None:
-        if self.bootstrap.n < 0:
-            raise fail(NAME, "bootstrap.n", self.bootstrap.n, "a count >= 0 (0 switches it off)")
-        if not 0 < self.bootstrap.level < 1:
-            raise fail(NAME, "bootstrap.level", self.bootstrap.level, "a level in (0, 1)")
-        if not self.norm_band.eps > 0:
-            raise fail(NAME, "norm_band.eps", self.norm_band.eps, "a half-width > 0 in log2 units")
+        super().__post_init__()
         for key in ("lr_bounds", "bs_bounds", "horizon_bounds"):
             bounds = getattr(self.norm_band, key)
             if bounds is not None and len(bounds) != 2:

@@ -19,8 +19,7 @@ import time
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from functools import reduce
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -32,15 +31,10 @@ from toolkit.columns import require_columns
 from toolkit.errors import UserError
 from toolkit.progress import progress_bar
 from toolkit.protocol import AnalysisBase
-from toolkit.settings import Choice, Settings, as_settings, fail
+from toolkit.settings import Choice, Settings, as_settings, at_least, bounded, fail
 
 REQUIRED_COLUMNS = ("N", "D", "C", "loss")
 WHO = "scaling_laws"
-MINIMUM = {"approach1.bins": 1, "approach1.bootstrap.n": 0, "approach2.n_budgets": 1, "approach2.min_models": 1, "approach2.tolerance": 0,
-           "approach2.max_gap": 0, "approach2.grid_multiplier": 1, "approach2.parabola_points": 3,
-           "approach2.min_std_factor": 0, "approach2.bootstrap.n": 0, "approach2.bootstrap.noise_std": 0,
-           "approach2.bootstrap.seed_noise.low": 0, "approach2.bootstrap.seed_noise.high": 0,
-           "approach3.polish": 1, "approach3.bootstrap.n": 0}  # the least value of each number setting (null passes)
 
 
 # ----------------------------------------------------------------------------------------------- settings
@@ -57,7 +51,7 @@ SdSpacing = Choice("SdSpacing", {"sizes": "sizes", "grid": "grid"}, module=__nam
 class EnvelopeBootstrap:
     """Approach 1's bootstrap: the envelope refitted on the points resampled with replacement (n: 0 switches it off)."""
 
-    n: int = 1000
+    n: int = at_least(1000, 0, "a number")
     seed: int = 0
 
 
@@ -65,7 +59,7 @@ class EnvelopeBootstrap:
 class Approach1Settings:
     """The envelope."""
 
-    bins: int = 30
+    bins: int = at_least(30, 1, "a number")
     bootstrap: EnvelopeBootstrap = field(default_factory=EnvelopeBootstrap)
     ci_method: CiMethod = CiMethod.percentile
 
@@ -75,8 +69,8 @@ class SeedNoise:
     """Porian et al.'s loss-dependent seed noise (``get_noise_for_loss``): SD ``low`` where log(loss) <= log_loss_low,
     ``high`` where log(loss) >= log_loss_high, log-linear between (their defaults)."""
 
-    low: float = 0.005
-    high: float = 0.1
+    low: float = at_least(0.005, 0, "a number")
+    high: float = at_least(0.1, 0, "a number")
     log_loss_low: float = 3.0
     log_loss_high: float = 6.0
 
@@ -85,9 +79,9 @@ class SeedNoise:
 class IsoflopBootstrap:
     """Approach 2's bootstrap of each budget's minimum (n: 0 switches it off)."""
 
-    n: int = 1000
+    n: int = at_least(1000, 0, "a number")
     mode: IsoflopBootstrapMode = IsoflopBootstrapMode.noise
-    noise_std: float = 0.005
+    noise_std: float = at_least(0.005, 0, "a number")
     seed: int = 0
     noise_model: NoiseModel = NoiseModel.constant
     seed_noise: SeedNoise = field(default_factory=SeedNoise)
@@ -100,18 +94,18 @@ class Approach2Settings:
     """IsoFLOP minima."""
 
     budgets: Optional[List[float]] = None
-    n_budgets: int = 12
-    min_models: int = 3
+    n_budgets: int = at_least(12, 1, "a number")
+    min_models: int = at_least(3, 1, "a number")
     curve_by: Optional[List[str]] = None
-    tolerance: float = 0.0
-    max_gap: Optional[float] = None
+    tolerance: float = at_least(0.0, 0, "a number")
+    max_gap: Optional[float] = at_least(None, 0, "a number")
     method: MinimumMethod = MinimumMethod.akima
-    grid_multiplier: int = 25
-    parabola_points: Optional[int] = 5
+    grid_multiplier: int = at_least(25, 1, "a number")
+    parabola_points: Optional[int] = at_least(5, 3, "a number")
     weighted: bool = True
-    min_std_factor: float = 0.33
+    min_std_factor: float = at_least(0.33, 0, "a number")
     min_std_spacing: SdSpacing = SdSpacing.sizes
-    max_edge_share: float = 0.02
+    max_edge_share: float = bounded(0.02, "a share in [0, 1)", ge=0, lt=1)
     bs_median_as_obs: bool = False
     ci_method: CiMethod = CiMethod.percentile
     bootstrap: IsoflopBootstrap = field(default_factory=IsoflopBootstrap)
@@ -143,7 +137,7 @@ class Bounds:
 class ParametricBootstrap:
     """Approach 3's bootstrap refits (n: 0 switches it off)."""
 
-    n: int = 1000
+    n: int = at_least(1000, 0, "a number")
     seed: int = 0
 
 
@@ -151,11 +145,11 @@ class ParametricBootstrap:
 class Approach3Settings:
     """The parametric fit."""
 
-    huber_delta: float = 1.0e-3
+    huber_delta: float = bounded(1.0e-3, "a number > 0", gt=0)
     grid: Optional[StartGrid] = field(default_factory=StartGrid)
     bounds: Optional[Bounds] = field(default_factory=Bounds)
     schedule: List[List[int]] = field(default_factory=lambda: [list(p) for p in approach3.DEFAULT_SCHEDULE])
-    polish: int = 5
+    polish: int = at_least(5, 1, "a number")
     ci_method: CiMethod = CiMethod.bca
     bootstrap: ParametricBootstrap = field(default_factory=ParametricBootstrap)
 
@@ -170,16 +164,12 @@ class ScalingLawsSettings(Settings):
     approach1: Approach1Settings = field(default_factory=Approach1Settings)
     approach2: Approach2Settings = field(default_factory=Approach2Settings)
     approach3: Approach3Settings = field(default_factory=Approach3Settings)
+    who: ClassVar[str] = WHO
 
     def __post_init__(self) -> None:
         if not self.approaches or any(a not in (1, 2, 3) for a in self.approaches):
             raise fail(WHO, "approaches", self.approaches, "a non-empty subset of [1, 2, 3]")
-        for key, low in MINIMUM.items():
-            value = reduce(getattr, key.split("."), self)
-            if value is not None and not value >= low:
-                raise fail(WHO, key, value, f"a number >= {low}")
-        if not 0 <= self.approach2.max_edge_share < 1:
-            raise fail(WHO, "approach2.max_edge_share", self.approach2.max_edge_share, "a share in [0, 1)")
+        super().__post_init__()
         boot2 = self.approach2.bootstrap
         for value, noise in {"": boot2.seed_noise, **boot2.seed_noise_values}.items():
             where = "approach2.bootstrap.seed_noise" + (f"_values.{value}" if value else "")
@@ -191,8 +181,6 @@ class ScalingLawsSettings(Settings):
             raise fail(WHO, "approach2.bootstrap.noise_model", "porian", "constant with bootstrap.mode=resample "
                        "(the seed-noise model adds noise: mode=noise)")
         a3 = self.approach3
-        if not a3.huber_delta > 0:
-            raise fail(WHO, "approach3.huber_delta", a3.huber_delta, "a number > 0")
         if any(len(stage) != 2 or min(stage) < 1 for stage in a3.schedule):
             raise fail(WHO, "approach3.schedule", a3.schedule, "a list of [iterations, starts kept] pairs of counts >= 1")
         try:  # a pair that is not [low, high] or has low >= high

@@ -26,7 +26,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ from toolkit.divergence import DivergenceSettings, find_diverged
 from toolkit.errors import UserError
 from toolkit.recipes import TableRecipe, as_list, recipe_hints, source_hint
 from toolkit.runset import CONFIG_PREFIX, RunSet, coerce_number
-from toolkit.settings import Choice, Settings, as_settings, fail
+from toolkit.settings import Choice, Settings, as_settings, bounded, fail
 
 WHO = "recipe lr_bs_sweep"
 FLOAT = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -102,7 +102,7 @@ class LrBsSweepSettings(Settings):
     """Every option of the recipe; see conf/recipe/lr_bs_sweep.yaml."""
 
     metrics: SweepMetrics = field(default_factory=SweepMetrics)
-    seq_len: Optional[int] = None
+    seq_len: Optional[int] = bounded(None, "a positive integer (tokens per sequence) or null", gt=0)
     tokens_key: Optional[str] = None
     config_keys: ConfigKeys = field(default_factory=ConfigKeys)
     name_patterns: Any = field(default_factory=lambda: list(DEFAULT_PATTERNS))
@@ -110,12 +110,12 @@ class LrBsSweepSettings(Settings):
     filters: SweepFilters = field(default_factory=SweepFilters)
     aggregate_seeds: bool = False
     divergence: DivergenceSettings = field(default_factory=DivergenceSettings)
+    who: ClassVar[str] = WHO
 
     def __post_init__(self) -> None:
         if not self.metrics.train_loss:
             raise fail(WHO, "metrics.train_loss", self.metrics.train_loss, "the history key of the training loss")
-        if self.seq_len is not None and self.seq_len <= 0:
-            raise fail(WHO, "seq_len", self.seq_len, "a positive integer (tokens per sequence) or null")
+        super().__post_init__()
         self.name_patterns, self.patterns = as_list(self.name_patterns, WHO, "name_patterns"), []
         for pat in self.name_patterns:
             try:
