@@ -61,19 +61,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import pandas as pd
 
-from adapters.local import _tag_list, _take_strings
+from adapters.local import _tag_list
 from toolkit.cache import HistoryCache, safe_name
 from toolkit.errors import UserError, require_extra
 from toolkit.outputs import atomic_write_text, to_jsonable
 from toolkit.progress import progress_bar
 from toolkit.protocol import RunWriterBase, TrackerBase
-from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, flatten_config
-from toolkit.settings import Settings
+from toolkit.runset import CONFIG_PREFIX, SUMMARY_PREFIX, Selection, flatten_config, history_frame, runs_frame
+from toolkit.settings import Settings, bounded
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ class AimSettings(Settings):
     path: Optional[str] = None
     experiment: Optional[str] = None
     query: Optional[str] = None
-    timeout: float = 30.0
+    timeout: float = bounded(30.0, "a number of seconds > 0", gt=0)
+    who: ClassVar[str] = "tracker"
 
 
 @dataclass
@@ -138,7 +139,7 @@ class AimTracker(TrackerBase):
     settings_type = AimSettings
 
     def setup(self, settings: AimSettings) -> None:
-        """The repository folder (the one holding .aim/), the experiment, the query and the timeout checked."""
+        """The repository folder (the one holding .aim/), the experiment, the query and the timeout."""
         if not settings.path:
             raise UserError("tracker.path is not set; expected the folder holding an Aim repository's .aim/ "
                             "(tracker.path=PATH)")
@@ -149,8 +150,6 @@ class AimTracker(TrackerBase):
         self.experiment = settings.experiment or None
         self.query = (settings.query or "").strip()
         self.timeout = settings.timeout
-        if not self.timeout > 0:
-            raise UserError(f"tracker.timeout: expected a number of seconds > 0, got {self.timeout!r}")
         self.stats: Counter = Counter()
         self._meta: dict[str, _RunMeta] = {}
 
@@ -278,15 +277,10 @@ class AimTracker(TrackerBase):
             rows = self._scan(aim, repo, registered, selection)
         finally:
             self._release(repo)
-        table = pd.DataFrame(rows)
-        for col in RUN_COLUMNS:
-            if col not in table.columns:
-                table[col] = pd.Series(dtype=object) if col != "tags" else pd.Series(dtype=str)
+        table = runs_frame(rows, tags_dtype=str)
         if len(table):
-            table["created_at"] = pd.to_datetime(table["created_at"], unit="s", utc=True)
-        config = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
-        summary = sorted(c for c in table.columns if c.startswith(SUMMARY_PREFIX))
-        return table[[*RUN_COLUMNS, *config, *summary]]
+            table = table.assign(created_at=pd.to_datetime(table["created_at"], unit="s", utc=True))
+        return table
 
     def _scan(self, aim: Any, repo: Any, registered: list[dict[str, Any]], selection: Selection) -> list[dict]:
         chunks_dir = self.aim_dir / "meta" / "chunks"
@@ -389,9 +383,8 @@ class AimTracker(TrackerBase):
             attrs = run.meta_run_attrs_tree.collect()
         except KeyError:
             attrs = {}
-        traces = tree.get("traces", None) or {}
-        if not isinstance(traces, Mapping):
-            traces = {}
+        traces = tree.get("traces", None)
+        traces = traces if isinstance(traces, Mapping) else {}
         config = {k: json.dumps(to_jsonable(list(v))) if isinstance(v, (list, tuple)) else v
                   for k, v in sorted(_config_of(attrs if isinstance(attrs, Mapping) else {}).items())}
         series: dict[str, list] = {}
@@ -473,8 +466,12 @@ class AimTracker(TrackerBase):
             text = json.dumps(record)
         except (TypeError, ValueError):  # a param Aim stores as an object of its own: listed from the run each time
             return
+        self._cache_write(cache, lambda: atomic_write_text(cache.dir / safe_name(run_hash) / LISTING_FILE, text))
+
+    def _cache_write(self, cache: HistoryCache, write: Callable[[], Any]) -> None:
+        """``write()``, where an unwritable cache folder is a warning, not a failed read."""
         try:
-            atomic_write_text(cache.dir / safe_name(run_hash) / LISTING_FILE, text)
+            write()
         except OSError as exc:
             self._warn_once(f"aim: could not write the history cache under {cache.dir}: {_one_line(exc)}")
 
@@ -583,10 +580,7 @@ class AimTracker(TrackerBase):
             for j, key in enumerate(keys):
                 matrix[start:stop, j] = frame[key].to_numpy(dtype=np.float64) if key in frame.columns else np.nan
             start = stop
-        history = pd.DataFrame(matrix, columns=keys, copy=False)
-        history.insert(0, "step", np.concatenate(steps))
-        codes = np.repeat(np.arange(len(present)), [len(s) for s in steps])
-        history.insert(0, "run_id", _take_strings(np.array(present, dtype=object), codes))
+        history = history_frame(present, [len(s) for s in steps], np.concatenate(steps), matrix, keys)
         if not all(np.all(s[1:] > s[:-1]) for s in steps):  # never expected; kept exact rather than assumed
             history = history.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
         return history
@@ -611,11 +605,7 @@ class AimTracker(TrackerBase):
                     done[run_id] = frame
                     self.stats["fetched_runs"] += 1
                     if cache is not None and meta.finished:
-                        try:
-                            cache.save(run_id, keys, frame, meta.version)
-                        except OSError as exc:  # an unwritable cache folder must not stop the read
-                            self._warn_once(f"aim: could not write the history cache under {cache.dir}: "
-                                            f"{_one_line(exc)}")
+                        self._cache_write(cache, lambda: cache.save(run_id, keys, frame, meta.version))
                     bar.update(1)
         finally:
             del index
@@ -718,10 +708,8 @@ class AimRunWriter(RunWriterBase):
         ``<repository>/artifacts`` as a file:// URI (the file is copied before this returns)."""
         if self.run.artifacts_uri is None:
             self.run.set_artifacts_uri((self.root.resolve() / "artifacts").as_uri())
-        if src.is_dir():
-            self.run.log_artifacts(str(src), name=src.name, block=True)
-        else:
-            self.run.log_artifact(str(src), name=src.name, block=True)
+        log_it = self.run.log_artifacts if src.is_dir() else self.run.log_artifact
+        log_it(str(src), name=src.name, block=True)
 
     def _close(self, status: str) -> None:
         """Report the outcome through Aim's status check-ins and close the run."""

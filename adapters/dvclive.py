@@ -38,7 +38,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from adapters.folder_runs import (FolderRunsTracker, RunRecord, find_run_folders, float_columns, last_values,
+from adapters.folder_runs import (FolderRunsTracker, RunRecord, float_columns, last_values,
                                   merge_steps, read_delimited, regular_file, relative_id, strip_generic, whole_steps)
 from toolkit.errors import UserError, require_extra
 from toolkit.protocol import RunWriterBase
@@ -91,10 +91,7 @@ class DvcLiveTracker(FolderRunsTracker):
     what = "a DVCLive folder (holding plots/metrics/*.tsv and metrics.json, params.yaml) or a folder above them"
     run_word = "DVCLive folders (plots/metrics/ or metrics.json)"
 
-    def _folders(self, root: Path) -> list[Path]:
-        if root.is_file():
-            raise UserError(f"tracker.path: {root} is a file; expected {self.what}")
-        return find_run_folders(root, _is_live_folder)
+    _is_run_folder = staticmethod(_is_live_folder)
 
     def _no_config_warning(self, files: list[Any]) -> str:
         return (f"{len(files)} run(s) have no {PARAMS} (log_params was never called?) and are kept with no config, "

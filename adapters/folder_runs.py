@@ -1,9 +1,10 @@
 """Runs that are folders on disk, and the readers of their files, shared by the folder-layout trackers.
 
-A reader derives from ``FolderRunsTracker`` and says which folders are runs (``_folders``) and how one is read
-(``_read_run``, a ``RunRecord``); the runs and history tables, the search for run folders, run ids from folder paths
-and the file readers (delimited logs read exactly whatever header changes or cut-off lines they hold, YAML read
-safely, rows merged by step) are here. Used by the ``lightning_csv``, ``hf_trainer`` and ``dvclive`` trackers.
+A reader derives from ``FolderRunsTracker`` and says which folders are runs (``_is_run_folder``; ``run_file``: the
+one file it also takes as ``tracker.path``) and how one is read (``_read_run``, a ``RunRecord``); the runs and
+history tables, the search for run folders, run ids from folder paths and the file readers (delimited logs read
+exactly whatever header changes or cut-off lines they hold, YAML read safely, rows merged by step) are here. Used
+by the ``lightning_csv``, ``hf_trainer`` and ``dvclive`` trackers.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import io
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,21 @@ class RunRecord:
 def regular_file(path: Path) -> bool:
     """A regular file (following links): FIFOs and devices are never opened (reading one could block forever)."""
     return path.is_file()
+
+
+def path_kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is (for messages)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else "missing"
+    except OSError as exc:
+        return f"unreadable ({type(exc).__name__})"
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
 
 
 def check_root(path: str | os.PathLike | None, what: str) -> Path:
@@ -381,8 +398,20 @@ class FolderRunsTracker(TrackerBase):
             raise UserError(f"tracker.path: {root} is a file; writing runs needs a folder")
         return root
 
-    def _folders(self, root: Path) -> list[Path]:  # pragma: no cover - every reader defines it
+    run_file: str | None = None  # the one file a reader also takes as ``tracker.path`` (its folder is the run)
+
+    def _is_run_folder(self, folder: str, dirnames: list[str], filenames: list[str]) -> bool:  # pragma: no cover
         raise NotImplementedError
+
+    def _folders(self, root: Path) -> list[Path]:
+        """The run folders under ``root``, or the folder of ``root`` when it is the reader's ``run_file``."""
+        if root.is_file():
+            if self.run_file is None:
+                raise UserError(f"tracker.path: {root} is a file; expected {self.what}")
+            if root.name != self.run_file:
+                raise UserError(f"tracker.path: {root} is a file but not {self.run_file}; expected {self.what}")
+            return [root.parent]
+        return find_run_folders(root, self._is_run_folder)
 
     def _read_run(self, root: Path, folder: Path) -> RunRecord | None:  # pragma: no cover
         raise NotImplementedError

@@ -45,7 +45,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from adapters.folder_runs import (FolderRunsTracker, RunRecord, find_run_folders, float_columns, last_values,
+from adapters.folder_runs import (FolderRunsTracker, RunRecord, float_columns, last_values,
                                   merge_steps, regular_file, relative_id)
 from toolkit.errors import UserError, require_extra
 from toolkit.outputs import atomic_write_text, to_jsonable
@@ -117,13 +117,8 @@ class HfTrainerTracker(FolderRunsTracker):
             "them, or a trainer_state.json file")
     run_word = f"Trainer output folders ({STATE} or checkpoint-<N>/)"
 
-    # ----------------------------------------------------------------------------------------- finding runs
-    def _folders(self, root: Path) -> list[Path]:
-        if root.is_file():
-            if root.name != STATE:
-                raise UserError(f"tracker.path: {root} is a file but not {STATE}; expected {self.what}")
-            return [root.parent]
-        return find_run_folders(root, _is_output_folder)
+    run_file = STATE
+    _is_run_folder = staticmethod(_is_output_folder)
 
     def _no_config_warning(self, files: list[Any]) -> str:
         return (f"{len(files)} run(s) have their training arguments only in {ARGS_BIN} (a pickle), not read: "

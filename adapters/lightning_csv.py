@@ -38,9 +38,9 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from adapters.folder_runs import (FolderRunsTracker, RunRecord, find_run_folders, float_columns, last_values,
+from adapters.folder_runs import (FolderRunsTracker, RunRecord, float_columns, last_values,
                                   merge_steps, read_delimited, regular_file, relative_id, strip_generic, whole_steps)
-from toolkit.errors import UserError, require_extra
+from toolkit.errors import require_extra
 from toolkit.protocol import RunWriterBase
 from toolkit.settings import Settings
 
@@ -65,12 +65,10 @@ class LightningCsvTracker(FolderRunsTracker):
             "file, or a folder above them")
     run_word = f"{METRICS_CSV} or {HPARAMS} files"
 
-    def _folders(self, root: Path) -> list[Path]:
-        if root.is_file():
-            if root.name != METRICS_CSV:
-                raise UserError(f"tracker.path: {root} is a file but not {METRICS_CSV}; expected {self.what}")
-            return [root.parent]
-        return find_run_folders(root, lambda _d, _dirs, files: METRICS_CSV in files or HPARAMS in files)
+    run_file = METRICS_CSV
+
+    def _is_run_folder(self, folder: str, dirnames: list[str], filenames: list[str]) -> bool:
+        return METRICS_CSV in filenames or HPARAMS in filenames
 
     def _read_run(self, root: Path, folder: Path) -> RunRecord | None:
         base = root.parent if root.is_file() else root

@@ -51,7 +51,6 @@ import io
 import json
 import math
 import os
-import stat
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,11 +61,12 @@ from typing import Any, List, Optional
 import numpy as np
 import pandas as pd
 
-from adapters.folder_runs import _show, check_root
+from adapters.folder_runs import _show, check_root, path_kind
 from toolkit.errors import UserError
 from toolkit.outputs import atomic_write_text, to_jsonable
 from toolkit.protocol import RunWriterBase, TrackerBase
-from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
+from toolkit.runset import (CONFIG_PREFIX, RUN_COLUMNS, STRING_DTYPE, SUMMARY_PREFIX, Selection, coerce_number,
+                            flatten_config, take_strings)
 from toolkit.settings import Choice, Settings
 
 FORMAT = "sweepkit-local/1"
@@ -91,25 +91,10 @@ def _is_table(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(TABLE_SUFFIXES)
 
 
-def _kind(path: Path) -> str:
-    """What a path that is neither a regular file nor a folder is (for messages)."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return "a broken symbolic link" if path.is_symlink() else "missing"
-    except OSError as exc:
-        return f"unreadable ({type(exc).__name__})"
-    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return what
-    return "not a regular file"
-
-
 def _odd_entries(folder: Path) -> list[str]:
     """Warnings for the entries of a folder that are neither regular files nor folders (FIFOs, sockets, devices,
     broken links): they are skipped, as opening one for reading could block forever."""
-    return [f"tracker.path: skipped {entry}: {_kind(entry)}, not a regular file" for entry in sorted(folder.iterdir())
+    return [f"tracker.path: skipped {entry}: {path_kind(entry)}, not a regular file" for entry in sorted(folder.iterdir())
             if not (entry.name.startswith(".") or entry.is_dir() or entry.is_file())]
 
 
@@ -648,7 +633,7 @@ def _read_many_metrics(paths: list[Path], warn: list[str], run_ids: list[str],
             if _RUN_KEY in frame.columns and not frame[_RUN_KEY].isna().any() and _clean_frame(frame.drop(columns=_RUN_KEY), keys):
                 frame["step"] = frame["step"].astype(np.int64)
                 codes = frame.pop(_RUN_KEY).to_numpy(dtype=np.int64)
-                frame.insert(0, "run_id", _take_strings(np.asarray(run_ids, dtype=object), codes))
+                frame.insert(0, "run_id", take_strings(np.asarray(run_ids, dtype=object), codes))
                 return frame
         except Exception:  # NaN/Infinity tokens or odd lines somewhere: parse run by run
             pass
@@ -681,7 +666,7 @@ def _scan_run_folders(root: Path, warnings: list[str]) -> _Folders:
     for meta_path in metas:
         run_dir = meta_path.parent
         if not meta_path.is_file():  # a FIFO would block the read forever
-            warnings.append(f"tracker.path: skipped the run folder {run_dir}: its {META} is {_kind(meta_path)}, "
+            warnings.append(f"tracker.path: skipped the run folder {run_dir}: its {META} is {path_kind(meta_path)}, "
                             f"not a regular file")
             continue
         meta = _read_json(meta_path)
@@ -693,13 +678,13 @@ def _scan_run_folders(root: Path, warnings: list[str]) -> _Folders:
         dirs[run_id] = run_dir
         metrics = run_dir / METRICS
         if not metrics.is_file():
-            what = "there is none" if not (metrics.exists() or metrics.is_symlink()) else f"it is {_kind(metrics)}"
+            what = "there is none" if not (metrics.exists() or metrics.is_symlink()) else f"it is {path_kind(metrics)}"
             warnings.append(f"run '{run_id}' ({run_dir}): no readable {METRICS} ({what}); the run is kept without "
                             f"a history")
         for name in (CONFIG, SUMMARY):
             odd = run_dir / name
             if (odd.exists() or odd.is_symlink()) and not odd.is_file():
-                warnings.append(f"run '{run_id}' ({run_dir}): skipped its {name}: {_kind(odd)}, not a regular file")
+                warnings.append(f"run '{run_id}' ({run_dir}): skipped its {name}: {path_kind(odd)}, not a regular file")
         config = _read_json(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else {}
         if (run_dir / SUMMARY).is_file():
             summary = _read_json(run_dir / SUMMARY)
@@ -762,7 +747,7 @@ class LocalTracker(TrackerBase):
         the load are given again by every call (``self.warnings``)."""
         path = self.path
         if path.exists() and not path.is_dir() and not path.is_file():  # reading a FIFO (or a device) could block
-            raise UserError(f"tracker.path: {path} is {_kind(path)}; expected a regular CSV/parquet file or a folder")
+            raise UserError(f"tracker.path: {path} is {path_kind(path)}; expected a regular CSV/parquet file or a folder")
         check_root(path, "a CSV/parquet file or a folder")  # missing, or a broken link
         odd = _odd_entries(path) if path.is_dir() else []
         if path.is_dir() and (any(path.glob(f"*/{META}")) or (path / META).is_file()):
@@ -856,7 +841,7 @@ class LocalTracker(TrackerBase):
         keep_run[idx[idx >= 0]] = True
         mask = keep_run[wide.codes]
         cols = wide.numeric if keys is None else [k for k in keys if k in wide.values.columns]
-        out = {"run_id": _take_strings(run_ids, wide.codes[mask]), "step": wide.steps[mask]}
+        out = {"run_id": take_strings(run_ids, wide.codes[mask]), "step": wide.steps[mask]}
         for c in cols:
             col = wide.values[c]
             numbers = col if c in wide.numeric else pd.to_numeric(col, errors="coerce")
@@ -916,19 +901,6 @@ def _warn_relogged(out: pd.DataFrame, cols: list[str], dirs: Mapping[str, Path],
                 f"step {int(step)} '{key}': {_show(values.iloc[0])} then {_show(values.iloc[-1])}")
 
 
-_STR_DTYPE = pd.Series(["x"]).dtype  # pandas' default string dtype (arrow-backed in pandas 3)
-
-
-def _take_strings(values: np.ndarray, codes: np.ndarray) -> Any:
-    """``values[codes]`` as a string column, built in arrow when that is pandas' string storage (no Python objects)."""
-    if getattr(_STR_DTYPE, "storage", None) == "pyarrow":
-        import pyarrow as pa
-
-        taken = pa.array([str(v) for v in values], type=pa.large_string()).take(pa.array(codes))
-        return taken.to_pandas(types_mapper=lambda _t: _STR_DTYPE)
-    return values[codes].astype(str)
-
-
 def _finish_history(out: pd.DataFrame, keys: list[str] | None) -> pd.DataFrame:
     """Types (run_id str, step int64, metrics float), rows where no metric was logged dropped, sorted."""
     metric_cols = [c for c in out.columns if c not in ("run_id", "step")]
@@ -936,7 +908,7 @@ def _finish_history(out: pd.DataFrame, keys: list[str] | None) -> pd.DataFrame:
         present = set(metric_cols)
         metric_cols = [k for k in dict.fromkeys(keys) if k in present]
     run_id = out["run_id"]
-    ids = run_id.reset_index(drop=True) if run_id.dtype == _STR_DTYPE else pd.Series(run_id.astype(str).to_numpy())
+    ids = run_id.reset_index(drop=True) if run_id.dtype == STRING_DTYPE else pd.Series(run_id.astype(str).to_numpy())
     if metric_cols:
         block = out[metric_cols]
         numeric = [c for c, t in zip(metric_cols, block.dtypes) if pd.api.types.is_numeric_dtype(t) and t != bool]

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 from urllib.parse import urlparse
 
 import numpy as np
@@ -51,9 +51,10 @@ from adapters.mlflow_sql import SqlSource, long_frame, sql_scheme, sqlite_path
 from toolkit.cache import HistoryCache, safe_name
 from toolkit.errors import UserError, require_extra
 from toolkit.protocol import RunWriterBase, TrackerBase
-from toolkit.settings import Choice, Settings
+from toolkit.settings import Choice, Settings, at_least
 from toolkit.progress import progress_bar
-from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, coerce_number, flatten_config
+from toolkit.runset import (CONFIG_PREFIX, SUMMARY_PREFIX, Selection, coerce_number, flatten_config,
+                            runs_frame)
 from toolkit.secrets import scrub
 
 log = logging.getLogger(__name__)
@@ -137,14 +138,15 @@ class MlflowSettings(Settings):
     experiment: Optional[str] = None
     filter_string: Optional[str] = None
     fast_path: FastPath = FastPath.auto
-    max_workers: int = 8
-    retries: int = 3
-    backoff: float = 0.5
+    max_workers: int = at_least(8, 1, "an integer")
+    retries: int = at_least(3, 0, "an integer")
+    backoff: float = at_least(0.5, 0, "a number of seconds")
     timeout: float = 30.0
-    bulk_cap: int = BULK_CAP
-    sql_chunk: int = 200
-    flush_every: int = 100
+    bulk_cap: int = at_least(BULK_CAP, 1, "an integer")
+    sql_chunk: int = at_least(200, 1, "an integer")
+    flush_every: int = at_least(100, 1, "an integer")
     artifact_root: Optional[str] = None
+    who: ClassVar[str] = "tracker"
 
 
 class MlflowTracker(TrackerBase):
@@ -154,7 +156,7 @@ class MlflowTracker(TrackerBase):
     settings_type = MlflowSettings
 
     def setup(self, settings: MlflowSettings) -> None:
-        """The normalised URI, the history source the fast path resolves to, and the clamped counts."""
+        """The normalised URI and the history source the fast path resolves to."""
         self.uri = normalize_uri(settings.uri)
         self.experiment = settings.experiment or None
         self.filter_string = (settings.filter_string or "").strip()
@@ -167,10 +169,8 @@ class MlflowTracker(TrackerBase):
         elif fast_path == "rest" and self.scheme not in ("http", "https"):
             raise UserError(f"tracker.fast_path=rest needs an http(s):// URI, got '{scrub(self.uri)}'")
         self.fast_path = fast_path
-        self.max_workers = max(settings.max_workers, 1)
-        self.retries = max(settings.retries, 0)
-        self.timeout = settings.timeout
-        self.flush_every = max(settings.flush_every, 1)
+        self.max_workers, self.retries, self.timeout = settings.max_workers, settings.retries, settings.timeout
+        self.flush_every = settings.flush_every
         self.artifact_root = settings.artifact_root or None
         self.stats: Counter = Counter()
         self._client_obj = None
@@ -191,9 +191,7 @@ class MlflowTracker(TrackerBase):
         """Let our own retry loop (bounded, configurable) replace MLflow's long built-in HTTP retries."""
         wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(int(self.timeout), 1))}
         saved = {k: os.environ.get(k) for k in wanted}
-        for k, v in wanted.items():
-            if saved[k] is None:
-                os.environ[k] = v
+        os.environ.update({k: v for k, v in wanted.items() if saved[k] is None})
         try:
             yield
         finally:
@@ -260,14 +258,19 @@ class MlflowTracker(TrackerBase):
         raise UserError(f"mlflow: {what} at {scrub(self.uri)}; experiments: {shown or '(none)'}")
 
     def _experiment_names(self) -> list[str]:
-        names: list[str] = []
+        pages = self._pages(lambda t: self._client.search_experiments(max_results=1000, page_token=t))
+        return sorted(e.name for page in pages for e in page)
+
+    def _pages(self, fetch: Callable[[Any], Any], stop_empty: bool = False) -> Iterator[Any]:
+        """The pages of a paginated client call ``fetch(page_token)``, each retried, up to the last one (without a
+        next token; or an empty one, when ``stop_empty``)."""
         token = None
         while True:
-            page = self._retrying(lambda t=token: self._client.search_experiments(max_results=1000, page_token=t))
-            names.extend(e.name for e in page)
+            page = self._retrying(lambda: fetch(token))
+            yield page
             token = page.token
-            if not token:
-                return sorted(names)
+            if not token or (stop_empty and not len(page)):
+                return
 
     def _filter(self, selection: Selection) -> str:
         clauses = [self.filter_string] if self.filter_string else []
@@ -289,38 +292,24 @@ class MlflowTracker(TrackerBase):
                 if type(exc).__name__ == "MlflowException" and getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
                     raise UserError(f"tracker.filter_string '{self.filter_string}': {_one_line(exc)}") from None
                 raise self._fault(exc, "listing runs") from None
-        rows = []
-        for run in runs:
-            row, meta = self._run_row(run)
-            self._meta[row["run_id"]] = meta
-            rows.append(row)
-        table = pd.DataFrame(rows)
-        for col in RUN_COLUMNS:
-            if col not in table.columns:
-                table[col] = pd.Series(dtype=object) if col != "tags" else pd.Series(dtype=str)
-        config = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
-        summary = sorted(c for c in table.columns if c.startswith(SUMMARY_PREFIX))
-        table = table[[*RUN_COLUMNS, *config, *summary]]
-        return selection.apply(table)
+        rows = [self._run_row(run) for run in runs]
+        self._meta.update((row["run_id"], meta) for row, meta in rows)
+        return selection.apply(runs_frame([row for row, _ in rows], tags_dtype=str))
 
     def _search(self, exp_id: str, filter_string: str) -> list:
         runs: list = []
-        token = None
         with progress_bar(None, "listing mlflow runs", self._progress) as bar:
             if self._direct_sqlite():  # all active runs straight from the store (no filter string to evaluate)
                 with contextlib.closing(SqlSource(self.uri, stats=self.stats)) as source:
                     runs = self._retrying(lambda: source.list_runs(exp_id))
                 bar.update(len(runs))
                 return runs
-            while True:
-                page = self._retrying(lambda t=token: self._client.search_runs(
+            for page in self._pages(lambda t: self._client.search_runs(
                     [exp_id], filter_string=filter_string, max_results=PAGE_SIZE, page_token=t,
-                    order_by=["attributes.start_time ASC"]))
+                    order_by=["attributes.start_time ASC"]), stop_empty=True):
                 runs.extend(page)
                 bar.update(len(page))
-                token = page.token
-                if not token or not len(page):
-                    return runs
+            return runs
 
     @staticmethod
     def _run_row(run: Any) -> tuple[dict[str, Any], _RunMeta]:
@@ -398,8 +387,7 @@ class MlflowTracker(TrackerBase):
                 for run_id, hit in hits.items():
                     if run_id not in since:  # not one point changed
                         frames[run_id] = hit.frame
-                        self.stats["cached_runs"] += 1
-                        self.stats["verified_runs"] += 1
+                        self.stats.update(cached_runs=1, verified_runs=1)
                         if hit.version != self._meta[run_id].version:  # e.g. it finished: not checked again
                             self._save(cache, run_id, keys, hit.frame, fingerprints.get(run_id))
                     else:
@@ -469,13 +457,12 @@ class MlflowTracker(TrackerBase):
         fingerprints: dict[str, dict[str, list[int]]] = {}
         for run_id in run_ids:
             old = hits[run_id].fingerprint if run_id in hits else {}
-            fp = {}
+            fp = fingerprints[run_id] = {}
             for k, n in now[run_id].items():
                 if (run_id, k) in newest:
                     fp[k] = [n, *newest[(run_id, k)]]
                 elif _points_of(old, k)[0] == n:
                     fp[k] = list(_points_of(old, k))
-            fingerprints[run_id] = fp
         self.stats["changed_runs"] += len(since)
         return fingerprints, since
 
@@ -576,11 +563,9 @@ class MlflowTracker(TrackerBase):
             try:
                 exp_id = client.create_experiment(exp_name, artifact_location=self._artifact_location(exp_name))
             except Exception:  # created meanwhile by another writer
-                exp = client.get_experiment_by_name(exp_name)
-                if exp is None:
+                if (exp := client.get_experiment_by_name(exp_name)) is None:
                     raise
-                exp_id = exp.experiment_id
-        else:
+        if exp is not None:
             exp_id = exp.experiment_id
         tag_map = dict(tags) if isinstance(tags, Mapping) else {str(t): "" for t in (tags or [])}
         run = client.create_run(exp_id, run_name=str(name), tags={str(k): str(v) for k, v in tag_map.items()})
@@ -695,12 +680,8 @@ class _ClientSource:
     def plan(self, run_ids: Sequence[str], keys: Sequence[str], since: Mapping[str, int],
              present: Mapping[str, Mapping[str, int]]) -> list[tuple[tuple[str, ...], Callable[[], pd.DataFrame]]]:
         """One task per run (only the keys it logged)."""
-        tasks = []
-        for r in run_ids:
-            mine = [k for k in keys if k in present.get(r, {})]
-            if mine:
-                tasks.append(((r,), lambda r=r, mine=mine: self._run(r, mine, since.get(r))))
-        return tasks
+        return [((r,), lambda r=r, mine=mine: self._run(r, mine, since.get(r)))
+                for r in run_ids if (mine := [k for k in keys if k in present.get(r, {})])]
 
     def close(self) -> None:
         """Nothing to close."""

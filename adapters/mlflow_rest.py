@@ -137,11 +137,9 @@ class RestSource:
         tasks = []
         for key in keys:
             estimates = {r: present[r][key] + 1 for r in run_ids if r not in since and key in present.get(r, {})}
-            for chunk in plan_bulk_chunks(estimates, self.cap):
-                tasks.append((tuple(chunk), lambda c=chunk, k=key: self.bulk(c, k)))
-            for r in run_ids:
-                if r in since and key in present.get(r, {}):
-                    tasks.append(((r,), lambda r=r, k=key: self.since(r, k, since[r])))
+            tasks.extend((tuple(c), lambda c=c, k=key: self.bulk(c, k)) for c in plan_bulk_chunks(estimates, self.cap))
+            tasks.extend(((r,), lambda r=r, k=key: self.since(r, k, since[r]))
+                         for r in run_ids if r in since and key in present.get(r, {}))
         return tasks
 
     def close(self) -> None:

@@ -233,8 +233,7 @@ class SqlSource:
             self.stats["exact_rereads"] += len(redo_idx)
             frame = frame[~np.isin(kidx, redo_idx)]
             again = self._rows_sqlite(run_ids, [keys[i] for i in redo_idx])
-            again["run_id"] = pd.Categorical(again["run_id"], dtype=run_cat)
-            again["key"] = pd.Categorical(again["key"], dtype=key_cat)
+            again = again.astype({"run_id": run_cat, "key": key_cat})
             frame = pd.concat([frame, again], ignore_index=True)
         return frame
 
@@ -248,12 +247,9 @@ class SqlSource:
         (stored as 0 with is_nan) is read again row by row: they are rare.
         """
         n_groups = len(groups)
-        counts = np.fromiter((g[1] for g in groups), dtype=np.int64, count=n_groups)
-        kidx = np.fromiter((g[0] for g in groups), dtype=np.int64, count=n_groups)
-        scale = np.fromiter((g[4] for g in groups), dtype=np.float64, count=n_groups)
-        code = _ints([g[2] for g in groups])
-        mant = _ints([g[3] for g in groups])
-        specials = np.fromiter((g[5] for g in groups), dtype=np.int64, count=n_groups)
+        counts, kidx, scale, specials = (np.fromiter((g[i] for g in groups), dtype=dtype, count=n_groups)
+                                         for i, dtype in ((1, np.int64), (0, np.int64), (4, np.float64), (5, np.int64)))
+        code, mant = _ints([g[2] for g in groups]), _ints([g[3] for g in groups])
         ts = _ints([g[6] for g in groups]) if with_ts else None
         n = int(counts.sum())
         if len(code) != n or len(mant) != n or (ts is not None and len(ts) != n):
@@ -427,11 +423,10 @@ class SqlSource:
         except sqlite3.DataError:  # a group longer than SQLite's string limit: fewer runs (or keys) per query
             if len(run_ids) > 1 or len(keys) > 1:
                 self.stats["splits"] += 1
-                runs_half, keys_half = (len(run_ids) // 2, None) if len(run_ids) > 1 else (None, len(keys) // 2)
-                if runs_half:
-                    halves = [(run_ids[:runs_half], keys), (run_ids[runs_half:], keys)]
+                if len(run_ids) > 1:
+                    halves = [(run_ids[:len(run_ids) // 2], keys), (run_ids[len(run_ids) // 2:], keys)]
                 else:
-                    halves = [(run_ids, keys[:keys_half]), (run_ids, keys[keys_half:])]
+                    halves = [(run_ids, keys[:len(keys) // 2]), (run_ids, keys[len(keys) // 2:])]
                 return pd.concat([self.query(r, k, present=present) for r, k in halves], ignore_index=True)
             return self._rows_sqlite(run_ids, keys)
         except (RuntimeError, ValueError):  # an aggregate that did not parse (never expected): read row by row
@@ -453,9 +448,7 @@ class SqlSource:
             for part in np.array_split(np.arange(len(mine)), min(n_parts, len(mine))):
                 part_keys = [mine[i] for i in part]
                 tasks.append((chunk, lambda c=chunk, k=part_keys: self.query(c, k, present=present)))
-        for r in run_ids:
-            if r in since:
-                tasks.append(((r,), lambda r=r: self.query([r], keys, since[r])))
+        tasks.extend(((r,), lambda r=r: self.query([r], keys, since[r])) for r in run_ids if r in since)
         return tasks
 
     def close(self) -> None:

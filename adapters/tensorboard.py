@@ -51,6 +51,7 @@ a restart, merged when read.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -65,7 +66,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import pandas as pd
@@ -74,8 +75,8 @@ from toolkit.cache import HistoryCache
 from toolkit.errors import UserError, require_extra
 from toolkit.progress import progress_bar
 from toolkit.protocol import RunWriterBase, TrackerBase
-from toolkit.runset import CONFIG_PREFIX, RUN_COLUMNS, SUMMARY_PREFIX, Selection, flatten_config
-from toolkit.settings import Settings
+from toolkit.runset import CONFIG_PREFIX, SUMMARY_PREFIX, Selection, flatten_config, history_frame, runs_frame
+from toolkit.settings import Settings, bounded, fail
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +117,10 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _apply_int(cols: Sequence[int], x: int) -> int:
     """A GF(2)-linear map on 32-bit registers (given by the images of the 32 bits) applied to one register."""
-    out, bit = 0, 0
-    while x:
-        if x & 1:
-            out ^= cols[bit]
-        x >>= 1
-        bit += 1
+    out = 0
+    for bit, col in enumerate(cols):
+        if x >> bit & 1:
+            out ^= col
     return out
 
 
@@ -302,9 +301,8 @@ def _walk(buf: bytes, pos: int, n: int, limit: int = 1 << 16) -> tuple[list[int]
     offs: list[int] = []
     lens: list[int] = []
     add_off, add_len = offs.append, lens.append
-    count = 0
     while n - pos >= 16:
-        if count >= limit:
+        if len(offs) >= limit:
             return offs, lens, pos, True
         length = unpack(buf, pos)[0]
         end = pos + 16 + length
@@ -313,7 +311,6 @@ def _walk(buf: bytes, pos: int, n: int, limit: int = 1 << 16) -> tuple[list[int]
         add_off(pos)
         add_len(length)
         pos = end
-        count += 1
     return offs, lens, pos, False
 
 
@@ -486,40 +483,38 @@ def _decode(buf: bytes, framed: Framed, acc: _Points, file_no: int) -> None:
         wall = event.wall_time
         for i in range(n_vals):
             v = vals[i]
-            if v.HasField("simple_value"):  # cheaper than WhichOneof, and by far the most common case
-                add_tag(v.tag)
-                add_step(step)
-                add_wall(wall)
-                add_value(v.simple_value)
-                continue
             tag = v.tag
-            plugin = v.metadata.plugin_data.plugin_name if v.HasField("metadata") else ""
-            if plugin:
-                plugins.setdefault(tag, plugin)
+            if v.HasField("simple_value"):  # cheaper than WhichOneof, and by far the most common case
+                value = v.simple_value
             else:
-                plugin = plugins.get(tag, "")
-            if plugin == SCALARS_PLUGIN and v.WhichOneof("value") == "tensor":
+                plugin = v.metadata.plugin_data.plugin_name if v.HasField("metadata") else ""
+                if plugin:
+                    plugins.setdefault(tag, plugin)
+                else:
+                    plugin = plugins.get(tag, "")
+                if plugin != SCALARS_PLUGIN or v.WhichOneof("value") != "tensor":
+                    if plugin == HPARAMS_PLUGIN and v.HasField("metadata"):
+                        try:
+                            data = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+                        except decode_error:
+                            acc.undecodable += 1
+                            continue
+                        which = data.WhichOneof("data")
+                        order = (file_no, s)
+                        if which == "session_start_info":
+                            hp = {str(name): _proto_value(val) for name, val in data.session_start_info.hparams.items()}
+                            acc.hparams.append((wall, order, hp))
+                        elif which == "session_end_info" and data.session_end_info.status in STATUS_NAMES:
+                            acc.statuses.append((wall, order, STATUS_NAMES[data.session_end_info.status]))
+                    continue
                 value = _tensor_scalar(v.tensor, types_pb2)
                 if value is None:
                     acc.odd_tensors[tag] = acc.odd_tensors.get(tag, 0) + 1
                     continue
-                add_tag(tag)
-                add_step(step)
-                add_wall(wall)
-                add_value(value)
-            elif plugin == HPARAMS_PLUGIN and v.HasField("metadata"):
-                try:
-                    data = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
-                except decode_error:
-                    acc.undecodable += 1
-                    continue
-                which = data.WhichOneof("data")
-                order = (file_no, s)
-                if which == "session_start_info":
-                    hp = {str(name): _proto_value(val) for name, val in data.session_start_info.hparams.items()}
-                    acc.hparams.append((wall, order, hp))
-                elif which == "session_end_info" and data.session_end_info.status in STATUS_NAMES:
-                    acc.statuses.append((wall, order, STATUS_NAMES[data.session_end_info.status]))
+            add_tag(tag)
+            add_step(step)
+            add_wall(wall)
+            add_value(value)
 
 
 @functools.lru_cache(maxsize=None)
@@ -746,11 +741,9 @@ def discover(root: Path, hparams_file: str | None, warnings: list[str]) -> list[
             continue
         stats = list(events)
         if hparams_file:
-            try:
+            with contextlib.suppress(OSError):
                 st = (here / hparams_file).stat()
                 stats.append((hparams_file, int(st.st_size), int(st.st_mtime_ns)))
-            except OSError:
-                pass
         if ARTIFACTS in dirnames:  # copies logged by the run, not runs
             dirnames.remove(ARTIFACTS)
         rel = here.relative_to(root).as_posix()
@@ -783,8 +776,15 @@ class TensorBoardSettings(Settings):
     """tracker=tensorboard: a log dir of TensorBoard event files (conf/tracker/tensorboard.yaml)."""
 
     path: Optional[str] = None
-    workers: Optional[int] = None
+    workers: Optional[int] = bounded(None, "an integer >= 1 (or null: one per CPU core)", ge=1)
     hparams_file: Optional[str] = "hparams.yaml"
+    who: ClassVar[str] = "tracker"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        name = self.hparams_file
+        if name is not None and (not name.strip() or "/" in name):
+            raise fail(self.who, "hparams_file", name, "a file name (or null)")
 
 
 class TensorBoardTracker(TrackerBase):
@@ -794,14 +794,9 @@ class TensorBoardTracker(TrackerBase):
     settings_type = TensorBoardSettings
 
     def setup(self, settings: TensorBoardSettings) -> None:
-        """The worker count and the hparams file name checked; the caches of what was parsed."""
-        workers, hparams_file = settings.workers, settings.hparams_file
-        if workers is not None and workers < 1:
-            raise UserError(f"tracker.workers: expected an integer >= 1 or null (one per CPU core), got {workers!r}")
-        if hparams_file is not None and (not hparams_file.strip() or "/" in hparams_file):
-            raise UserError(f"tracker.hparams_file: expected a file name (or null), got {hparams_file!r}")
+        """The log dir, the worker count and the hparams file name; the caches of what was parsed."""
         self.path = settings.path or None
-        self.workers, self.hparams_file = workers, hparams_file
+        self.workers, self.hparams_file = settings.workers, settings.hparams_file
         self._folders: dict[str, _Folder] = {}
         self._metas: dict[str, FolderMeta] = {}
         self._reads: dict[str, tuple[str, FolderRead]] = {}  # folder -> (version, what was parsed)
@@ -985,13 +980,7 @@ class TensorBoardTracker(TrackerBase):
             else:
                 runs.append(rel)
         self._runs = {self._run_id(rel): rel for rel in runs}
-        table = pd.DataFrame([self._row(run_id, rel, sessions.get(rel, [])) for run_id, rel in self._runs.items()])
-        for col in RUN_COLUMNS:
-            if col not in table.columns:
-                table[col] = pd.Series(dtype=object)
-        config = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
-        summary = sorted(c for c in table.columns if c.startswith(SUMMARY_PREFIX))
-        return table[[*RUN_COLUMNS, *config, *summary]]
+        return runs_frame([self._row(run_id, rel, sessions.get(rel, [])) for run_id, rel in self._runs.items()])
 
     def _row(self, run_id: str, rel: str, sessions: list[str]) -> dict[str, Any]:
         meta = self._metas[rel]
@@ -1108,7 +1097,7 @@ class TensorBoardTracker(TrackerBase):
         if int(kept.sum()) < len(values):
             take = np.concatenate([np.arange(s, s + k) for s, k in zip(starts, kept)])
             values, steps_out = values[take], steps_out[take]
-        return _history_frame(run_ids, kept, steps_out, values, metrics)
+        return history_frame(run_ids, kept, steps_out, values, metrics)
 
     def _history_by_run(self, run_ids: list[str], rels: list[str], wanted: list[str] | None,
                         cache: HistoryCache | None) -> pd.DataFrame:
@@ -1117,11 +1106,9 @@ class TensorBoardTracker(TrackerBase):
         for run_id, rel in zip(run_ids, rels):
             steps, matrix, run_keys = self._arrays_of(rel, cache, parse=True)
             if wanted is not None:
-                where = {k: j for j, k in enumerate(run_keys)}
                 sub = np.full((len(steps), len(wanted)), np.nan)
-                for i, k in enumerate(wanted):
-                    if k in where:
-                        sub[:, i] = matrix[:, where[k]]
+                have = [i for i, k in enumerate(wanted) if k in run_keys]
+                sub[:, have] = matrix[:, [run_keys.index(wanted[i]) for i in have]]
                 keep = ~np.isnan(sub).all(axis=1)
                 steps, matrix, run_keys = steps[keep], sub[keep], wanted
             blocks.append((steps, matrix, run_keys))
@@ -1134,7 +1121,7 @@ class TensorBoardTracker(TrackerBase):
             row += len(steps)
         steps_out = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.int64)
         kept = np.array([len(b[0]) for b in blocks], dtype=np.int64)
-        return _history_frame(run_ids, kept, steps_out, values, metrics)
+        return history_frame(run_ids, kept, steps_out, values, metrics)
 
     # ------------------------------------------------------------------ write side
     def start_run(self, name: str, config: Mapping[str, Any] | None = None) -> "TensorBoardRunWriter":
@@ -1152,31 +1139,6 @@ def _arrays(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, np.nd
     if list(frame.columns) != ["step", *keys]:
         frame = frame.reindex(columns=["step", *keys])
     return frame.iloc[:, 0].to_numpy(np.int64), frame.iloc[:, 1:].to_numpy(np.float64), keys
-
-
-_STR_DTYPE = pd.Series(["x"]).dtype  # pandas' default string dtype (arrow-backed in pandas 3)
-
-
-def _strings(values: Sequence[str], counts: np.ndarray) -> Any:
-    """``values[i]`` repeated ``counts[i]`` times as a string column; built in arrow (a dictionary array cast to
-    strings) when that is pandas' string storage, so no Python object per row."""
-    codes = np.repeat(np.arange(len(values), dtype=np.int32), counts)
-    if getattr(_STR_DTYPE, "storage", None) == "pyarrow":
-        import pyarrow as pa
-
-        strings = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array([str(v) for v in values],
-                                                                           type=pa.large_string()))
-        return strings.cast(pa.large_string()).to_pandas(types_mapper=lambda _t: _STR_DTYPE)
-    return np.asarray(list(values), dtype=object)[codes] if len(codes) else np.zeros(0, dtype=object)
-
-
-def _history_frame(run_ids: Sequence[str], counts: np.ndarray, steps: np.ndarray, values: np.ndarray,
-                   metrics: Sequence[str]) -> pd.DataFrame:
-    """run_id, step and the metric columns (the value block not copied)."""
-    history = pd.DataFrame(values, columns=list(metrics), copy=False)
-    history.insert(0, "step", steps)
-    history.insert(0, "run_id", _strings(run_ids, counts))
-    return history
 
 
 def _hparam_value(value: Any) -> Any:

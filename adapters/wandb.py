@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import pandas as pd
 
@@ -25,7 +25,7 @@ from toolkit.progress import progress_bar
 from toolkit.protocol import RunWriterBase, TrackerBase
 from toolkit.runset import RUN_COLUMNS, Selection
 from toolkit.secrets import scrub
-from toolkit.settings import Settings
+from toolkit.settings import Settings, at_least
 
 log = logging.getLogger(__name__)
 _SELECTION_FIELDS = {"name_regex", "config", "state", "tags", "run_ids"}
@@ -40,16 +40,17 @@ class WandbSettings(Settings):
     path: Optional[str] = None
     filters: Any = None
     sweep: Optional[str] = None
-    timeout: float = 20.0
-    connect_timeout: float = 3.0
-    max_workers: int = 8
+    timeout: float = at_least(20.0, 0, "a number of seconds")
+    connect_timeout: float = at_least(3.0, 0, "a number of seconds")
+    max_workers: int = at_least(8, 1, "an integer")
     sample: bool = False
-    per_page: int = 100
-    page_size: int = 10000
-    retries: int = 5
-    backoff: float = 1.0
+    per_page: int = at_least(100, 1, "an integer")
+    page_size: int = at_least(10000, 1, "an integer")
+    retries: int = at_least(5, 0, "an integer")
+    backoff: float = at_least(1.0, 0, "a number of seconds")
     max_backoff: float = 30.0
     offline: bool = False
+    who: ClassVar[str] = "tracker"
 
 
 class WandbTracker(TrackerBase):
@@ -66,12 +67,7 @@ class WandbTracker(TrackerBase):
         super().__init__(*args, **kwargs)
 
     def setup(self, settings: WandbSettings) -> None:
-        """Ranges checked; entity and project from the environment when unset; filters split."""
-        bounds = [(key, "a number of seconds", 0) for key in ("timeout", "connect_timeout", "backoff")]
-        bounds += [(key, "an integer", 1) for key in ("max_workers", "per_page", "page_size")]
-        for key, kind, low in [*bounds, ("retries", "an integer", 0)]:
-            if getattr(settings, key) < low:
-                raise UserError(f"tracker.{key}: expected {kind} >= {low}, got {getattr(settings, key)!r}")
+        """Entity and project from the environment when unset; filters split."""
         self.entity = settings.entity or os.environ.get("WANDB_ENTITY") or None  # as wandb itself reads them
         self.project = settings.project or os.environ.get("WANDB_PROJECT") or None
         self.path = settings.path or None

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adapters.folder_runs import path_kind
 from toolkit.errors import UserError
 from toolkit.runset import flatten_config
 
@@ -521,21 +522,6 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (bool, int, float)) else None
 
 
-def _kind(path: Path) -> str:
-    """What a path that is neither a regular file nor a folder is (for messages)."""
-    import stat
-
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return "a broken symbolic link" if path.is_symlink() else "unreadable"
-    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return what
-    return "not a regular file"
-
-
 def _regular(files: Iterable[Path], warnings: list[str]) -> list[Path]:
     """The regular files among ``files``; the others (a FIFO would block the read forever) are named in a warning."""
     out = []
@@ -543,7 +529,7 @@ def _regular(files: Iterable[Path], warnings: list[str]) -> list[Path]:
         if file.is_file():
             out.append(file)
         else:
-            warnings.append(f"skipped W&B run file {file}: {_kind(file)}, not a regular file")
+            warnings.append(f"skipped W&B run file {file}: {path_kind(file)}, not a regular file")
     return out
 
 
@@ -557,7 +543,7 @@ def find_run_files(path: str | Path, warnings: list[str] | None = None) -> list[
     if not path.exists():
         raise UserError(f"tracker.path: '{path}' does not exist (expected a wandb/ folder, an offline-run-* folder or a .wandb file)")
     if not path.is_file() and not path.is_dir():
-        raise UserError(f"tracker.path: '{path}' is {_kind(path)}; expected a wandb/ folder, an offline-run-* folder "
+        raise UserError(f"tracker.path: '{path}' is {path_kind(path)}; expected a wandb/ folder, an offline-run-* folder "
                         f"or a .wandb run file")
     if path.is_file():
         if path.suffix != ".wandb":

@@ -156,12 +156,10 @@ def with_retries(fn: Callable[[], T], what: str, retries: int, backoff: float, m
 def selection_filters(selection: Selection) -> dict[str, Any]:
     """Server-side W&B filters for the parts of a Selection that match exactly (the rest is applied client-side)."""
     parts: list[dict[str, Any]] = []
-    if selection.state:
-        parts.append({"state": {"$in": list(selection.state)}})
-    if selection.run_ids:
-        parts.append({"name": {"$in": list(selection.run_ids)}})  # in W&B filters, "name" is the run id
-    if selection.tags:
-        parts.append({"tags": {"$in": list(selection.tags)}})
+    # in W&B filters, "name" is the run id
+    for name, values in (("state", selection.state), ("name", selection.run_ids), ("tags", selection.tags)):
+        if values:
+            parts.append({name: {"$in": list(values)}})
     for key, wanted in selection.config.items():
         options = wanted if isinstance(wanted, (list, tuple)) else [wanted]
         if options and all(isinstance(o, (str, bool)) for o in options) and not any(_numeric_text(o) for o in options):

@@ -285,9 +285,7 @@ def side_selection(spec: Any, side: str) -> Selection:
 def select_side(runs: pd.DataFrame, spec: Any, side: str) -> pd.DataFrame:
     """The runs of one side; fails naming the side and the runs there are when none match."""
     sel = side_selection(spec, side)
-    for col in ("state", "tags"):
-        if col not in runs.columns:
-            runs = runs.assign(**{col: "" if col == "tags" else "finished"})
+    runs = runs.assign(**{col: v for col, v in (("state", "finished"), ("tags", "")) if col not in runs.columns})
     chosen = sel.apply(runs)
     if chosen.empty:
         names = ", ".join(sorted(runs["name"].astype(str).unique())[:10]) or "(none)"
@@ -621,8 +619,7 @@ def correlate(table: pd.DataFrame, params: Mapping[str, Any] | CorrelationsSetti
         ot_summary: dict[str, Any] = {}
         for level, g in over_time.groupby("level", sort=False):
             sp = g["spearman"].to_numpy(dtype=float)
-            ot_summary[level] = {"n_steps": int(len(g)), "spearman_first": sp[0] if len(sp) else None,
-                                 "spearman_last": sp[-1] if len(sp) else None,
+            ot_summary[level] = {"n_steps": int(len(g)), "spearman_first": sp[0], "spearman_last": sp[-1],  # g has rows
                                  "spearman_min": float(np.nanmin(sp)) if np.isfinite(sp).any() else None,
                                  "spearman_median": float(np.nanmedian(sp)) if np.isfinite(sp).any() else None}
         summary["over_time"] = ot_summary

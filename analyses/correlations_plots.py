@@ -16,9 +16,15 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
-def _side(info: Any) -> str:
-    runs = list((info or {}).get("runs") or [])
-    return runs[0] if len(runs) == 1 else f"{len(runs)} runs averaged"
+def _side(summary: Mapping[str, Any], side: str) -> str:
+    """The rank axis title of one side: its run, or how many runs it averages."""
+    runs = list((summary.get("sides", {}).get(side) or {}).get("runs") or [])
+    return f"rank, side {side} ({runs[0] if len(runs) == 1 else f'{len(runs)} runs averaged'})"
+
+
+def _stats(summary: Mapping[str, Any], level: str) -> str:
+    res = summary.get(level, {})
+    return f"Spearman {_fmt(res.get('spearman'))}, Kendall {_fmt(res.get('kendall'))}"
 
 
 def plot_rank_scatter(aligned: pd.DataFrame, summary: Mapping[str, Any], levels: Sequence[str]):
@@ -30,11 +36,9 @@ def plot_rank_scatter(aligned: pd.DataFrame, summary: Mapping[str, Any], levels:
         ax.scatter(g["a_rank"], g["b_rank"], s=size, alpha=0.6 if len(g) < 500 else 0.25, color="tab:blue", linewidths=0)
         hi = max(len(g), 1)
         ax.plot([1, hi], [1, hi], color="0.6", lw=0.8, ls="--")
-        res = summary.get(level, {})
-        ax.set_title(f"{level} (n={len(g)})\nSpearman {_fmt(res.get('spearman'))}, Kendall {_fmt(res.get('kendall'))}", fontsize=10)
-        sides = summary.get("sides", {})
-        ax.set_xlabel(f"rank, side a ({_side(sides.get('a'))})")
-        ax.set_ylabel(f"rank, side b ({_side(sides.get('b'))})")
+        ax.set_title(f"{level} (n={len(g)})\n{_stats(summary, level)}", fontsize=10)
+        ax.set_xlabel(_side(summary, "a"))
+        ax.set_ylabel(_side(summary, "b"))
     fig.tight_layout()
     return fig
 
@@ -48,12 +52,7 @@ def rank_scatter_interactive(aligned: pd.DataFrame, summary: Mapping[str, Any], 
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    sides = summary.get("sides", {})
-    titles = []
-    for level in levels:
-        res = summary.get(level, {})
-        n = int((aligned["level"] == level).sum())
-        titles.append(f"{level} (n={n}): Spearman {_fmt(res.get('spearman'))}, Kendall {_fmt(res.get('kendall'))}")
+    titles = [f"{level} (n={int((aligned['level'] == level).sum())}): {_stats(summary, level)}" for level in levels]
     fig = make_subplots(rows=1, cols=len(levels), subplot_titles=titles, horizontal_spacing=0.08)
     for i, level in enumerate(levels, start=1):
         g = aligned[aligned["level"] == level]
@@ -68,8 +67,8 @@ def rank_scatter_interactive(aligned: pd.DataFrame, summary: Mapping[str, Any], 
         hi = max(len(g), 1)
         fig.add_trace(go.Scatter(x=[1, hi], y=[1, hi], mode="lines", line={"color": "grey", "dash": "dash", "width": 1},
                                  hoverinfo="skip", showlegend=False), row=1, col=i)
-        fig.update_xaxes(title_text=f"rank, side a ({_side(sides.get('a'))})", row=1, col=i)
-        fig.update_yaxes(title_text=f"rank, side b ({_side(sides.get('b'))})", row=1, col=i)
+        fig.update_xaxes(title_text=_side(summary, "a"), row=1, col=i)
+        fig.update_yaxes(title_text=_side(summary, "b"), row=1, col=i)
     fig.update_layout(template="plotly_white", height=480, width=max(520, 480 * len(levels)),
                       title="Rank of each family member on side a vs side b (dashed: identical ranking)")
     return fig

@@ -330,8 +330,7 @@ def resolve_targets(table: pd.DataFrame, work: pd.DataFrame, s: MinimaSettings, 
         targets[col] = targets[col].astype(float) if col in targets else np.nan
     for col in ("averaged", "skip_fit"):
         targets[col] = targets[col].map(lambda v: isinstance(v, (bool, np.bool_)) and bool(v)) if col in targets else False
-    keys = np.concatenate(edge_key) if edge_key else np.zeros(0, np.int64)
-    gids = np.concatenate(edge_gid) if edge_gid else np.zeros(0, np.int64)
+    keys, gids = (np.concatenate(e) if e else np.zeros(0, np.int64) for e in (edge_key, edge_gid))
     return targets, keys, gids
 
 
@@ -397,9 +396,7 @@ def window_average(work: pd.DataFrame, edge_key: np.ndarray, edge_gid: np.ndarra
 def fit_parabolas(X: np.ndarray, Y: np.ndarray, W: np.ndarray, M: np.ndarray,
                   c_fixed: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Batched weighted quadratic fits on padded (G, P) arrays with mask M; returns a, b, c and an ok mask."""
-    W = np.where(M, W, 0.0)
-    X0 = np.where(M, X, 0.0)
-    Y0 = np.where(M, Y, 0.0)
+    W, X0, Y0 = (np.where(M, v, 0.0) for v in (W, X, Y))
     n_par = 3 if c_fixed is None else 2
     xs = np.sort(np.where(M, X, np.inf), axis=1)
     with np.errstate(invalid="ignore"):
@@ -455,8 +452,10 @@ def row_percentiles(values: np.ndarray, q: Sequence[float]) -> list[np.ndarray]:
     return out
 
 
-def _pad(points: pd.DataFrame, n_groups: int, cols: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Padded (G, P) arrays of ``cols`` per group (points must be sorted by gid) and the validity mask."""
+def _pad(points: pd.DataFrame, n_groups: int,
+         cols: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Padded (G, P) arrays of ``cols`` per group (points must be sorted by gid), the validity mask, and each
+    point's (gid, position) in them."""
     gid = points["gid"].to_numpy()
     counts = np.bincount(gid, minlength=n_groups)
     P = max(int(counts.max()) if len(counts) else 0, 1)
@@ -468,7 +467,7 @@ def _pad(points: pd.DataFrame, n_groups: int, cols: Sequence[str]) -> tuple[dict
         arr = np.full((n_groups, P), np.nan)
         arr[gid, pos] = points[c].to_numpy(float)
         out[c] = arr
-    return out, M
+    return out, M, gid, pos
 
 
 def _select_fit_points(X: np.ndarray, Y: np.ndarray, M: np.ndarray, i_emp: np.ndarray, s: MinimaSettings) -> np.ndarray:
@@ -575,20 +574,20 @@ def _bootstrap_vertex(X: np.ndarray, Y: np.ndarray, W: np.ndarray, F: np.ndarray
             gsl = groups[sl]
             fitted = a[gsl][:, None] * Xc[sl] ** 2 + b[gsl][:, None] * Xc[sl] + c[gsl][:, None]
             resid = np.where(valid[sl], Yc[sl] - fitted, 0.0)
-            xb = np.broadcast_to(Xc[sl][:, None, :], (g_n, B, K))
-            wb = np.broadcast_to(Wc[sl][:, None, :], (g_n, B, K))
+            xb, wb = (np.broadcast_to(A[sl][:, None, :], (g_n, B, K)) for A in (Xc, Wc))
             yb = fitted[:, None, :] + np.take_along_axis(np.broadcast_to(resid[:, None, :], (g_n, B, K)), idx, axis=2)
         mb = np.broadcast_to(valid[sl][:, None, :], (g_n, B, K))
-        shape = (g_n * B, K)
-        ab, bb, cb, okb = fit_parabolas(np.reshape(xb, shape), np.reshape(yb, shape), np.reshape(wb, shape),
-                                        np.reshape(mb, shape), s.c_fixed)
-        conv = okb & (ab > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vx[sl] = np.where(conv, -bb / (2 * ab), np.nan).reshape(g_n, B)
-            vy[sl] = np.where(conv, cb - bb**2 / (4 * ab), np.nan).reshape(g_n, B)
+        ab, bb, cb, okb = fit_parabolas(*(np.reshape(v, (g_n * B, K)) for v in (xb, yb, wb, mb)), s.c_fixed)
+        vx[sl], vy[sl] = (v.reshape(g_n, B) for v in _vertex(ab, bb, cb, okb & (ab > 0)))
         if tick is not None:
             tick(g_n)
     return vx, vy
+
+
+def _vertex(a: np.ndarray, b: np.ndarray, c: np.ndarray, convex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertex (x, loss) of each parabola a x^2 + b x + c where ``convex``, NaN elsewhere."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(convex, -b / (2 * a), np.nan), np.where(convex, c - b**2 / (4 * a), np.nan)
 
 
 def bca_interval(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator, s: MinimaSettings,
@@ -600,10 +599,8 @@ def bca_interval(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Gen
         xs, ys, ws = (np.moveaxis(np.asarray(v, float), axis, -1) for v in (xs, ys, ws))
         shape, n = xs.shape[:-1], xs.shape[-1]
         flat = [v.reshape(-1, n) for v in (xs, ys, ws)]
-        aa, bb, _, ok = fit_parabolas(*flat, np.ones_like(flat[0], bool), s.c_fixed)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            v = np.where(ok & (aa > 0), -bb / (2 * aa), np.nan)
-        return (icept + slope * v).reshape(shape)
+        aa, bb, cc, ok = fit_parabolas(*flat, np.ones_like(flat[0], bool), s.c_fixed)
+        return (icept + slope * _vertex(aa, bb, cc, ok & (aa > 0))[0]).reshape(shape)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -632,7 +629,7 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, b
     xcol = "log2_lr" if s.fit_axis == "lr" else "log2_norm"
     if s.fit_axis == "output_norm":
         points = points[np.isfinite(points["log2_norm"].to_numpy())].reset_index(drop=True)
-    arr, M = _pad(points, G, ["log2_lr", "log2_norm", "loss", "std"])
+    arr, M, gid, pos = _pad(points, G, ["log2_lr", "log2_norm", "loss", "std"])
     X, Y, S, L, N = arr[xcol], arr["loss"], arr["std"], arr["log2_lr"], arr["log2_norm"]
     n = M.sum(axis=1)
     rows = np.arange(G)
@@ -645,9 +642,7 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, b
     a, b, c, ok = fit_parabolas(X, Y, W, F & can_fit[:, None], s.c_fixed)
     ok &= can_fit
     convex = ok & (a > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x0 = np.where(convex, -b / (2 * a), np.nan)
-        y0 = np.where(convex, c - b**2 / (4 * a), np.nan)
+    x0, y0 = _vertex(a, b, c, convex)
     # a vertex outside the fitted points' x range is an extrapolation, never reported as the optimum
     fxmin = np.min(np.where(F, X, np.inf), axis=1)
     fxmax = np.max(np.where(F, X, -np.inf), axis=1)
@@ -717,10 +712,8 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, b
     closest[empirical] = i_emp[empirical]
     use_point = closest >= 0
     cj = np.maximum(closest, 0)
-    log2_lr = np.where(use_point, L[rows, cj], log2_lr)
-    loss_opt = np.where(use_point, Y[rows, cj], loss_opt)
-    x_opt = np.where(use_point, X[rows, cj], x_opt)
-    log2_norm_opt = np.where(use_point, N[rows, cj], np.nan)
+    log2_lr, loss_opt, x_opt, log2_norm_opt = (np.where(use_point, A[rows, cj], v) for A, v in
+                                               ((L, log2_lr), (Y, loss_opt), (X, x_opt), (N, np.nan)))
     norm_at[use_point] = "closest_point"
     if s.fit_axis == "output_norm":
         vertex = fitted & ~use_point
@@ -814,8 +807,6 @@ def fit_groups(targets: pd.DataFrame, points: pd.DataFrame, s: MinimaSettings, b
         c=np.where(ok, c, np.nan), weighted=weighted & ok, n_boot_ok=n_boot_ok, ci_method=ci_used,
         ci_widened=ci_widened, output_norm=np.exp2(log2_norm_opt), output_norm_at=norm_at, reason=reason)
     pts = points.copy()
-    pos = np.arange(len(pts)) - np.repeat(np.cumsum(n) - n, n)
-    gid = pts["gid"].to_numpy()
     pts["x"] = X[gid, pos]
     pts["weight"] = W[gid, pos]
     pts["used_in_fit"] = F[gid, pos] & ok[gid]
@@ -862,13 +853,9 @@ def compute_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSett
     if mixed:
         _warn(f"column(s) {', '.join(mixed)} take several values but minima are over lr only: points with the same "
               f"(horizon, bs, lr) are averaged across them; set by: [{', '.join(mixed)}] to split them")
-    if s.by:
-        splits = []
-        for key, sub in work.groupby(list(s.by), sort=True, dropna=False):
-            key = key if isinstance(key, tuple) else (key,)
-            splits.append((key, _targets_of(table.loc[sub.index], sub, s, _warn)))
-    else:
-        splits = [((), _targets_of(table, work, s, _warn))]
+    parts_of = work.groupby(list(s.by), sort=True, dropna=False) if s.by else [((), work)]
+    splits = [(key if isinstance(key, tuple) else (key,),
+               _targets_of(table.loc[sub.index] if s.by else table, sub, s, _warn)) for key, sub in parts_of]
     total = sum(len(stage[1]) for _, stage in splits)
     parts = []
     with progress_bar(total, f"{NAME}: fit + bootstrap", enabled=progress, unit="cell") as bar:

@@ -6,7 +6,7 @@ axes and legends say what the data is.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
@@ -37,8 +37,10 @@ def _ok(minima: pd.DataFrame) -> pd.DataFrame:
 
 
 def _series(frame: pd.DataFrame, by: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """One (key, rows sorted by horizon) per (bs, *by) of ``frame``."""
     keys = ["bs", *[c for c in by if c in frame.columns]]
-    return [((k if isinstance(k, tuple) else (k,)), g) for k, g in frame.groupby(keys, sort=True, dropna=False)]
+    return [((k if isinstance(k, tuple) else (k,)), g.sort_values("horizon"))
+            for k, g in frame.groupby(keys, sort=True, dropna=False)]
 
 
 def _series_name(key: tuple, label: str, by: Sequence[str]) -> str:
@@ -58,11 +60,9 @@ def _ci_err(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def plot_minima_vs_horizon(minima: pd.DataFrame, label: str = "batch size", by: Sequence[str] = ()) -> plt.Figure:
     """Optimal learning rate vs tokens, one line per ``bs`` value (log2 axes; hollow markers on the grid's edge)."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    ok = _ok(minima)
-    series = _series(ok, by)
+    series = _series(_ok(minima), by)
     colors = plt.get_cmap("viridis")
     for i, (key, g) in enumerate(series):
-        g = g.sort_values("horizon")
         color = colors(i / max(len(series) - 1, 1))
         x = np.log2(g["horizon"].to_numpy(float))
         y, lo, hi = _ci_err(g)
@@ -109,6 +109,13 @@ def _cells(minima: pd.DataFrame, points: pd.DataFrame, key: tuple, by: Sequence[
         yield r, (points[psel] if psel is not None else points)
 
 
+def _axis_and_colors(minima: pd.DataFrame, colormap: Callable[[list[float]], list]) -> tuple[str, dict]:
+    """The parabolas' x-axis label, and a colour per bs value from ``colormap`` (of positions in [0, 1])."""
+    axis_label = "log2 output norm" if len(minima) and str(minima["fit_axis"].iloc[0]) == "output_norm" else "log2 lr"
+    bss = sorted(_ok(minima)["bs"].unique()) if len(minima) else []
+    return axis_label, dict(zip(bss, colormap([i / max(len(bss) - 1, 1) for i in range(len(bss))]) if bss else []))
+
+
 def plot_parabola_grid(minima: pd.DataFrame, points: pd.DataFrame, max_panels: int = 12, by: Sequence[str] = (),
                        label: str = "batch size") -> plt.Figure:
     """One panel per horizon (and ``by`` value), one colour per ``bs``: points, fitted parabola, star at the optimum."""
@@ -117,10 +124,7 @@ def plot_parabola_grid(minima: pd.DataFrame, points: pd.DataFrame, max_panels: i
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.8 * rows), squeeze=False)
-    axis_label = "log2 output norm" if len(minima) and str(minima["fit_axis"].iloc[0]) == "output_norm" else "log2 lr"
-    bss = sorted(_ok(minima)["bs"].unique()) if len(minima) else []
-    colors = plt.get_cmap("viridis")
-    color_of = {b: colors(i / max(len(bss) - 1, 1)) for i, b in enumerate(bss)}
+    axis_label, color_of = _axis_and_colors(minima, lambda pos: [plt.get_cmap("viridis")(p) for p in pos])
     for ax, key in zip(axes.ravel(), panels):
         for r, pts in _cells(minima, points, key, by):
             color = color_of.get(r.bs, "C0")
@@ -156,7 +160,6 @@ def plotly_minima_vs_horizon(minima: pd.DataFrame, label: str = "batch size", by
 
     fig = go.Figure()
     for key, g in _series(_ok(minima), by):
-        g = g.sort_values("horizon")
         y, lo, hi = _ci_err(g)
         hover = [f"tokens 2^{math.log2(h):.3g}<br>{short_label(label)} {_fmt(key[0])}<br>lr* {lr:.4g}"
                  f"<br>CI [{_fmt(cl)}, {_fmt(ch)}]<br>method {m}<br>n_points {int(npt)}" + ("<br>on the lr grid's edge" if e else "")
@@ -177,10 +180,7 @@ def plotly_parabolas(minima: pd.DataFrame, points: pd.DataFrame, by: Sequence[st
     from plotly.colors import sample_colorscale
 
     panels = parabola_panels(minima, by)
-    axis_label = "log2 output norm" if len(minima) and str(minima["fit_axis"].iloc[0]) == "output_norm" else "log2 lr"
-    bss = sorted(_ok(minima)["bs"].unique()) if len(minima) else []
-    palette = sample_colorscale("Viridis", [i / max(len(bss) - 1, 1) for i in range(len(bss))]) if bss else []
-    color_of = dict(zip(bss, palette))
+    axis_label, color_of = _axis_and_colors(minima, lambda pos: sample_colorscale("Viridis", pos))
     fig = go.Figure()
     owner: list[int] = []
     for p, key in enumerate(panels):

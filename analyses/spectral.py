@@ -269,7 +269,6 @@ def time_cell(fn: Callable[[], Any], device: str, repeats: int, warmup: int, bud
     torch = require_extra("torch", "torch")
     cuda = str(device).startswith("cuda")
     budget = math.inf if budget_s is None else float(budget_s)
-    result = None
     spent = 0.0
     for _ in range(max(0, warmup)):
         t0 = time.perf_counter()
@@ -378,16 +377,15 @@ def recommend(df: pd.DataFrame) -> dict[str, Any]:
     per_shape = {shape: {b: _pick(g, tol) for b, tol in BUDGETS.items()} for shape, g in df.groupby("shape", sort=False)}
     n_shapes = df["shape"].nunique()
     ran = df[df["skipped"].fillna("").astype(str).eq("")] if "skipped" in df.columns else df
+    agg = ran.groupby(["method", "dtype"]).agg(worst=("rel_error", "max"), total_ms=("ms", "sum"),
+                                               n=("shape", "nunique"))
     overall: dict[str, Any] = {}
     for b, tol in BUDGETS.items():
-        agg = ran.groupby(["method", "dtype"]).agg(worst=("rel_error", "max"), total_ms=("ms", "sum"), n=("shape", "nunique"))
-        agg = agg[(agg["worst"] <= tol) & (agg["n"] == n_shapes)].sort_values("total_ms")
-        if agg.empty:
-            overall[b] = None
-        else:
-            (method, dtype), row = next(iter(agg.iterrows()))
-            overall[b] = {"method": method, "dtype": dtype, "total_ms_per_parameter_over_shapes": float(row["total_ms"]),
-                          "worst_rel_error": float(row["worst"])}
+        best = agg[(agg["worst"] <= tol) & (agg["n"] == n_shapes)].sort_values("total_ms")
+        overall[b] = None if best.empty else {
+            "method": best.index[0][0], "dtype": best.index[0][1],
+            "total_ms_per_parameter_over_shapes": float(best["total_ms"].iloc[0]),
+            "worst_rel_error": float(best["worst"].iloc[0])}
     return {"per_shape": per_shape, "overall": overall}
 
 

@@ -29,9 +29,8 @@ def render_spectral(summary: Mapping[str, Any], adir: Path) -> list[ResultTable]
             def stat(col: str, how: str, frame: pd.DataFrame = timed) -> str:
                 if col not in frame.columns:
                     return ""
-                values = pd.to_numeric(frame[col], errors="coerce").abs() if col == "rel_error" else pd.to_numeric(frame[col], errors="coerce")
-                values = values.dropna()
-                return fmt(getattr(values, how)()) if len(values) else ""
+                values = pd.to_numeric(frame[col], errors="coerce").dropna()
+                return fmt(getattr(values.abs() if col == "rel_error" else values, how)()) if len(values) else ""
 
             reason = f"{len(skipped)} cell(s) skipped: {skipped.iloc[0]}" if len(skipped) else ""
             table.rows.append(Row([text_of(k) for k in key] + [f"{len(timed)}/{len(group)}", stat("ms", "median"), stat("ms", "max"),

@@ -112,9 +112,13 @@ def test_a_wrong_type_or_choice_fails_at_compose_time(compose_cfg, override, key
     ("analysis.minima.bootstrap.level=1.5", "bootstrap.level"),
     ("analysis.minima.avg_rel_from=1", "avg_rel_from"),
     ("analysis.minima.horizons=[abc]", "horizons"),
+    ("tracker=wandb tracker.per_page=0", "tracker: per_page=0; expected an integer >= 1"),
+    ("tracker=mlflow tracker.max_workers=0", "tracker: max_workers=0; expected an integer >= 1"),
+    ("tracker=aim tracker.timeout=0", "tracker: timeout=0.0; expected a number of seconds > 0"),
+    ("tracker=tensorboard tracker.workers=0", "tracker: workers=0; expected an integer >= 1"),
 ])
 def test_an_out_of_range_value_fails_before_any_work(compose_cfg, override, key):
-    cfg = compose_cfg([override])
+    cfg = compose_cfg(override.split())
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         pipeline.resolve(cfg)
 

@@ -431,9 +431,9 @@ def test_a_stale_row_count_never_gives_a_wrong_history(tmp_path):
 
 
 def test_settings_are_checked():
-    with pytest.raises(UserError, match="tracker.workers"):
+    with pytest.raises(UserError, match=r"tracker: workers=0; expected an integer >= 1"):
         tb.TensorBoardTracker(path="x", workers=0)
-    with pytest.raises(UserError, match="tracker.hparams_file"):
+    with pytest.raises(UserError, match="tracker: hparams_file=.a/b.yaml.; expected a file name"):
         tb.TensorBoardTracker(path="x", hparams_file="a/b.yaml")
     with pytest.raises(UserError, match="run name"):
         tb.TensorBoardTracker(path="x").start_run("../escape")

@@ -113,12 +113,17 @@ class DemoSweep:
 
     def write(self, path: str | Path, decimals: int | None = 6) -> Path:
         """Write the wide history (CSV, or parquet by suffix) and ``<stem>.planted.json`` beside it, atomically."""
-        path = Path(path)
         rounded = {"train_loss": decimals, "output_norm": decimals}
         frame = self.history if decimals is None else self.history.round(rounded)
-        write_table(path, frame)
-        write_json(planted_path(path), self.planted)
-        return path
+        return _write_with_planted(path, frame, self.planted)
+
+
+def _write_with_planted(path: str | Path, frame: pd.DataFrame, planted: dict[str, Any]) -> Path:
+    """Write ``frame`` (CSV, or parquet by suffix) and ``planted`` to ``<stem>.planted.json`` beside it."""
+    path = Path(path)
+    write_table(path, frame)
+    write_json(planted_path(path), planted)
+    return path
 
 
 def planted_path(path: str | Path) -> Path:
@@ -199,15 +204,10 @@ def make_lr_bs_sweep(
     names = np.array([run_name(lr, bs, s) for lr, bs, s in zip(lrs, g_bs, g_seed)], dtype=object)
     diverged = _diverge(rng, loss, norm, g_lr, n_diverged)
     planted["diverged_runs"] = [str(names[i]) for i in diverged]
-    history = pd.DataFrame({
-        "run_name": np.repeat(names, n_points),
-        "step": steps.ravel(),
-        "lr": np.repeat(lrs, n_points),
-        "bs": np.repeat(g_bs, n_points),
-        "seed": np.repeat(g_seed, n_points),
-        "train_loss": loss.ravel(),
-        "output_norm": norm.ravel(),
-    })
+    per_run = {"run_name": names, "lr": lrs, "bs": g_bs, "seed": g_seed}  # the other columns: one value per point
+    per_point = {"step": steps, "train_loss": loss, "output_norm": norm}
+    history = pd.DataFrame({c: np.repeat(per_run[c], n_points) if c in per_run else per_point[c].ravel()
+                            for c in HISTORY_COLUMNS})
     return DemoSweep(history, planted)
 
 
@@ -223,13 +223,11 @@ def _diverge(rng: np.random.Generator, loss: np.ndarray, norm: np.ndarray, g_lr:
     n_points = loss.shape[1]
     for i in chosen:
         start = int(rng.integers(n_points // 4, max(n_points // 2, n_points // 4 + 1)))
-        tail = loss[i, start:]
-        blow = np.array([10.0, 100.0, 1e4, np.inf])[: tail.size]
-        tail[: blow.size] *= blow
-        tail[blow.size:] = np.nan
-        ntail = norm[i, start:]
-        ntail[: blow.size] *= np.array([2.0, 4.0, 8.0, np.inf])[: blow.size]
-        ntail[blow.size:] = np.nan
+        for values, factors in ((loss, [10.0, 100.0, 1e4, np.inf]), (norm, [2.0, 4.0, 8.0, np.inf])):
+            tail = values[i, start:]
+            blow = np.array(factors)[: tail.size]
+            tail[: blow.size] *= blow
+            tail[blow.size:] = np.nan
     return [int(i) for i in chosen]
 
 
@@ -257,10 +255,7 @@ class DemoScalingTable:
 
     def write(self, path: str | Path) -> Path:
         """Write the table (CSV, or parquet by suffix) and ``<stem>.planted.json`` beside it, atomically."""
-        path = Path(path)
-        write_table(path, self.table)
-        write_json(planted_path(path), self.planted)
-        return path
+        return _write_with_planted(path, self.table, self.planted)
 
 
 def make_scaling_table(
@@ -392,9 +387,8 @@ def sweep_kwargs(ns: argparse.Namespace) -> dict[str, Any]:
     for key, cast in (("lr_log2", float), ("batch_sizes", int), ("seeds", int), ("horizons_log2", int)):
         if getattr(ns, key) is not None:
             kwargs[key] = _number_list(getattr(ns, key), cast, "--" + key.replace("_", "-"))
-    for key in ("log_every_tokens", "seq_len", "n_diverged"):
-        if getattr(ns, key) is not None:
-            kwargs[key] = getattr(ns, key)
+    kwargs.update({k: getattr(ns, k) for k in ("log_every_tokens", "seq_len", "n_diverged")
+                   if getattr(ns, k) is not None})
     return kwargs
 
 

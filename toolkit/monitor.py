@@ -45,7 +45,6 @@ Console (rank 0, every ``console_every`` steps and every step with a validation 
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 import warnings
@@ -53,8 +52,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from toolkit.errors import require_extra
-
-log = logging.getLogger(__name__)
 
 # dense bf16 tensor-core peaks per GPU (FLOP/s); the first substring of the device name that matches wins
 PEAK_BF16_FLOPS: list[tuple[str, float]] = [
@@ -210,8 +207,7 @@ class TrainingMonitor:
             if missing:
                 raise KeyError(f"TrainingMonitor: no module named {', '.join(missing)} in the model")
             chosen = {n: modules[n] for n in names}
-        for name, module in chosen.items():
-            self._hooks.append(module.register_forward_hook(self._make_hook(name)))
+        self._hooks.extend(module.register_forward_hook(self._make_hook(name)) for name, module in chosen.items())
 
     def _make_hook(self, name: str) -> Callable[..., None]:
         """A forward hook storing the output statistics of one module."""
@@ -323,9 +319,8 @@ class TrainingMonitor:
         if self.activations and step % self.activations_every == 0 and self._act_stats:
             names = list(self._act_stats)
             rows = torch.stack([self._act_stats[n].cpu() for n in names]).tolist()
-            for name, row in zip(names, rows):
-                for stat, value in zip(ACTIVATION_STATS, row):
-                    metrics[f"Activations/{name}_{stat}"] = value
+            metrics.update({f"Activations/{name}_{stat}": value for name, row in zip(names, rows)
+                            for stat, value in zip(ACTIVATION_STATS, row)})
             self._act_stats.clear()
         self._capture = self.activations and (step + 1) % self.activations_every == 0
         if self.cuda:
@@ -335,8 +330,7 @@ class TrainingMonitor:
             dt = now_train - self._last_train_s
             dn = self._n - self._last_n
             if dt > 0 and dn > 0:
-                tps = self.tokens_per_step * dn / dt
-                metrics["Hardware/tokens_per_s"] = tps
+                metrics["Hardware/tokens_per_s"] = tps = self.tokens_per_step * dn / dt
                 if self.flops_per_token and self.peak_flops:
                     metrics["Hardware/mfu"] = self.flops_per_token * tps / (self.peak_flops * self.world_size)
         self._last_train_s, self._last_n = now_train, self._n

@@ -12,19 +12,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from toolkit.outputs import atomic_write_text, write_csv, write_json
-from toolkit.secrets import MASK, SECRET_KEY, scrub, scrub_file
+from toolkit.secrets import mask_argument, scrub, scrub_file
 
 log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
 
 
 def mask_overrides(overrides: list[str]) -> list[str]:
-    """Mask the values of secret-looking keys in ``key=value`` override strings."""
-    masked = []
-    for item in overrides:
-        key, sep, _ = item.partition("=")
-        masked.append(f"{key}={MASK}" if sep and SECRET_KEY.search(key) else scrub(item))
-    return masked
+    """Mask the values of secret-looking keys (and URL passwords) in ``key=value`` override strings."""
+    return [mask_argument(o) for o in overrides]
 
 
 def write_job_record(run_dir: str | Path, overrides: list[str], error: str | None, exit_code: int | None = None) -> None:

@@ -12,7 +12,7 @@ import logging
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,11 @@ class Job:
     tracker: Any
     selection: Selection
     recipe: Part
-    analyses: list[Part] = field(default_factory=list)
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    progress: bool = True
-    title: str = "Sweep analysis"
-    publish: Any = None  # a toolkit.publish.PublishTarget, or None
+    analyses: list[Part]
+    cache: CacheSettings
+    progress: bool
+    title: str
+    publish: Any  # a toolkit.publish.PublishTarget, or None
 
 
 def _container(cfg: Any) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def resolve(cfg: DictConfig) -> Job:
 
     return Job(tracker=cfg.get("tracker"), selection=settings_of(cfg.get("select"), Selection, who="select"), recipe=recipe,
                analyses=analyses, cache=settings_of(cfg.get("cache"), CacheSettings, who="cache"),
-               progress=bool(cfg.get("progress", True)), title=str(cfg.get("title", "Sweep analysis")),
+               progress=bool(cfg.get("progress", RunSettings.progress)), title=str(cfg.get("title", RunSettings.title)),
                publish=resolve_publish(cfg.get("publish")))
 
 
@@ -159,11 +159,18 @@ def build_table(job: Job, warnings: list[str], info: dict[str, Any] | None = Non
     return built.table
 
 
-def _record(status: dict[str, Any], name: str, kind: str, message: str) -> None:
-    """Record a failed analysis; an input error is also logged (to the log file: the error line repeats it)."""
-    status["analyses"][name] = {"status": "failed", "kind": kind, "message": message}
-    if kind == "input":
-        log.error("%s", _prefixed(name, message), extra={"console": False})
+def failure(exc: BaseException, where: str = "") -> dict[str, str]:
+    """How a failure is recorded: an input error (a UserError or a missing extra), an interruption (also an exception
+    raised around a signal, e.g. an import cut short) or a bug (its traceback goes to the log)."""
+    if isinstance(exc, UserError):
+        return {"kind": "input", "message": scrub(str(exc))}
+    if not isinstance(exc, Exception) or interrupted():
+        return {"kind": "interrupted", "message": "interrupted"}
+    extra = missing_extra_from(exc, f"analysis {where}" if where else "")
+    if extra is not None:  # an optional module that is not installed: bad setup, not a bug
+        return {"kind": "input", "message": scrub(str(extra))}
+    log.error("%sbug: %s", f"{where}: " if where else "", scrub(traceback.format_exc()))
+    return {"kind": "bug", "message": scrub(f"{type(exc).__name__}: {exc}")}
 
 
 def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str, Any]) -> None:
@@ -181,21 +188,17 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
             out.commit(summary)
             status["analyses"][name] = {"status": "ok", "seconds": round(time.perf_counter() - started, 3)}
             log.info("%s: done in %.2f s -> %s", name, time.perf_counter() - started, out.final_dir)
-        except UserError as exc:
-            _record(status, name, "input", scrub(_strip(str(exc), name)))
-        except Exception as exc:  # a bug: recorded with its traceback in the log, the other analyses still run
-            if interrupted():  # an exception around a signal (an import cut short) is the interruption, not a bug
-                status["analyses"][name] = {"status": "interrupted", "kind": "interrupted", "message": "interrupted"}
-                raise KeyboardInterrupt from exc
-            extra = missing_extra_from(exc, f"analysis {name}")
-            if extra is not None:  # an optional module that is not installed: bad setup, not a bug
-                _record(status, name, "input", scrub(str(extra)))
-            else:
-                _record(status, name, "bug", scrub(f"{type(exc).__name__}: {exc}"))
-                log.error("%s: bug: %s", name, scrub(traceback.format_exc()))
-        except BaseException:  # interrupted: nothing half-written stays, the caller records it
-            status["analyses"][name] = {"status": "interrupted", "kind": "interrupted", "message": "interrupted"}
-            raise
+        except BaseException as exc:  # recorded; the other analyses still run unless the run was interrupted
+            got = failure(exc, name)
+            kind, message = got["kind"], _strip(got["message"], name)
+            status["analyses"][name] = {"status": "interrupted" if kind == "interrupted" else "failed",
+                                        "kind": kind, "message": message}
+            if kind == "interrupted":  # nothing half-written stays, the caller records it
+                if isinstance(exc, Exception):
+                    raise KeyboardInterrupt from exc
+                raise
+            if kind == "input":  # to the log file: the error line repeats it
+                log.error("%s", _prefixed(name, message), extra={"console": False})
         finally:
             if out is not None:
                 out.discard()  # after a commit there is nothing left to remove
@@ -257,7 +260,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     if removed:
         status["warnings"].append(f"{run_dir} held an earlier run's results; removed {', '.join(removed)}")
     write_json(run_dir / "config.json", mask_config(_container(cfg)))
-    title = str(cfg.get("title", "Sweep analysis"))
+    title = str(cfg.get("title", RunSettings.title))
     target = None
     info: dict[str, Any] = {}
     status["provenance"] = _provenance(cfg, info, None)
@@ -276,23 +279,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
             publish_run(target, run_dir, status, overrides=command_overrides(),
                         write_report=lambda: finish(run_dir, title, status))
-    except UserError as exc:
-        status["error"] = {"kind": "input", "message": scrub(str(exc))}
-    except Exception as exc:
-        if interrupted():
-            status["error"] = {"kind": "interrupted", "message": "interrupted"}
+    except BaseException as exc:
+        status["error"] = failure(exc)
+        if status["error"]["kind"] == "interrupted":
             finish(run_dir, title, status)
-            raise KeyboardInterrupt from exc
-        extra = missing_extra_from(exc)
-        if extra is not None:
-            status["error"] = {"kind": "input", "message": scrub(str(extra))}
-        else:
-            status["error"] = {"kind": "bug", "message": scrub(f"{type(exc).__name__}: {exc}")}
-            log.error("bug: %s", scrub(traceback.format_exc()))
-    except BaseException:
-        status["error"] = {"kind": "interrupted", "message": "interrupted"}
-        finish(run_dir, title, status)
-        raise
+            if isinstance(exc, Exception):
+                raise KeyboardInterrupt from exc
+            raise
     if target is not None and status.get("publish") is None:
         from toolkit.publish import skipped
 

@@ -10,19 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from toolkit.secrets import MASK, SECRET_KEY, mask_config, scrub
+from toolkit.secrets import mask_argument, mask_config, scrub
 
 # the tracker settings that say where the runs are read from, in the order they are shown
 SOURCE_KEYS = ("path", "uri", "experiment", "entity", "project", "sweep", "query", "filter_string")
 PACKAGE = "sweepkit"
-
-
-def mask_argument(item: str) -> str:
-    """One ``key=value`` override (or any argument) with a secret-looking key's value and URL passwords masked."""
-    key, sep, _ = str(item).partition("=")
-    if sep and SECRET_KEY.search(key):
-        return f"{key}={MASK}"
-    return scrub(mask_config(str(item)))
 
 
 def command_line(overrides: Iterable[str] | None, multirun: bool = False) -> str | None:

@@ -50,7 +50,7 @@ from typing import Any
 
 from toolkit.errors import MissingExtraError, UserError
 from toolkit.secrets import MASK, SECRET_KEY, mask_config, scrub
-from toolkit.settings import CONF_DIR, PublishSettings, locate, part_targets, settings_of
+from toolkit.settings import CONF_DIR, PublishSettings, RunSettings, locate, part_targets, settings_of
 
 log = logging.getLogger(__name__)
 RUN_NAME = "sweepkit/{title}"
@@ -334,7 +334,7 @@ def publish_run(target: PublishTarget, run_dir: str | Path, status: dict[str, An
     """
     run_dir = Path(run_dir)
     saved = _saved_config(run_dir)
-    title = str(saved.get("title") or "Sweep analysis")
+    title = str(saved.get("title") or RunSettings.title)
     name = scrub(target.name or RUN_NAME.format(title=title))
     where = target.describe()
     record: dict[str, Any] = {"tracker": target.tracker, "target": where, "run": name, "run_id": None,

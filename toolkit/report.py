@@ -348,7 +348,6 @@ def render(template: str, **context: Any) -> str:
 def write_report(run_dir: str | Path, title: str = "Sweep analysis", status: dict[str, Any] | None = None) -> Path:
     """Write report.md and report.html for a run folder and return the HTML path."""
     run_dir = Path(run_dir)
-    status = status or {}
-    context = build_context(run_dir, title, status)
+    context = build_context(run_dir, title, status or {})
     atomic_write_text(run_dir / "report.md", render("report.md.j2", **context))
     return atomic_write_text(run_dir / "report.html", render("report.html.j2", **context))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -173,3 +173,39 @@ def _matches(value: Any, options: Iterable[Any]) -> bool:
 def empty_runset() -> RunSet:
     """A RunSet with no runs (for analyses that need no tracker data)."""
     return RunSet(pd.DataFrame(columns=list(RUN_COLUMNS)), pd.DataFrame(columns=["run_id", "step"]))
+
+
+STRING_DTYPE = pd.Series(["x"]).dtype  # pandas' default string dtype (arrow-backed in pandas 3)
+
+
+def take_strings(values: np.ndarray, codes: np.ndarray) -> Any:
+    """``values[codes]`` as a string column, built in arrow when that is pandas' string storage (no Python objects)."""
+    if getattr(STRING_DTYPE, "storage", None) == "pyarrow":
+        import pyarrow as pa
+
+        taken = pa.array([str(v) for v in values], type=pa.large_string()).take(pa.array(codes))
+        return taken.to_pandas(types_mapper=lambda _t: STRING_DTYPE)
+    return values[codes].astype(str)
+
+
+def runs_frame(rows: list[dict[str, Any]], tags_dtype: Any = object) -> pd.DataFrame:
+    """The runs table (RunSet.runs layout) of ``rows``: the fixed columns first (empty where no row has them), then
+    the config and summary columns, each sorted."""
+    table = pd.DataFrame(rows)
+    for col in RUN_COLUMNS:
+        if col not in table.columns:
+            table[col] = pd.Series(dtype=tags_dtype if col == "tags" else object)
+    config = sorted(c for c in table.columns if c.startswith(CONFIG_PREFIX))
+    summary = sorted(c for c in table.columns if c.startswith(SUMMARY_PREFIX))
+    return table[[*RUN_COLUMNS, *config, *summary]]
+
+
+def history_frame(run_ids: Sequence[str], counts: np.ndarray, steps: np.ndarray, values: np.ndarray,
+                  metrics: Sequence[str]) -> pd.DataFrame:
+    """A wide history: run_id (each of ``run_ids`` repeated ``counts`` times), step and the metric columns (the
+    value block not copied)."""
+    history = pd.DataFrame(values, columns=list(metrics), copy=False)
+    history.insert(0, "step", steps)
+    codes = np.repeat(np.arange(len(run_ids)), counts)
+    history.insert(0, "run_id", take_strings(np.array(list(run_ids), dtype=object), codes))
+    return history

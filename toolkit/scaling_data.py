@@ -141,11 +141,9 @@ def load_porian(path: str | os.PathLike, *, allow_pickle: bool = False, loss_key
     runs: Any = pd.read_pickle(p, compression="infer")
     if not isinstance(runs, pd.DataFrame):
         raise UserError(f"{p}: expected a pickled pandas DataFrame, got {type(runs).__name__}")
-    source_key, smooth = loss_key, False
-    if loss_key not in runs.columns and loss_key.endswith("_smoothed"):
-        source_key, smooth = loss_key[: -len("_smoothed")], True
-    needed = [source_key, "width", "depth", "bs", "seq_len"]
-    missing = [c for c in needed if c not in runs.columns]
+    smooth = loss_key not in runs.columns and loss_key.endswith("_smoothed")
+    source_key = loss_key[: -len("_smoothed")] if smooth else loss_key
+    missing = [c for c in (source_key, "width", "depth", "bs", "seq_len") if c not in runs.columns]
     if missing:
         raise UserError(f"{p}: missing column(s) {', '.join(missing)}; the frame has: {', '.join(map(str, runs.columns))}")
     vocab = runs["vocab_size"].astype(float) if "vocab_size" in runs.columns else 50432.0

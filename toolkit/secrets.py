@@ -119,3 +119,11 @@ def protect_console(argv: Iterable[str]) -> None:
         sys.stdout = ScrubbedStream(sys.stdout)
     if not isinstance(sys.stderr, ScrubbedStream) and sys.stderr is not None:
         sys.stderr = ScrubbedStream(sys.stderr)
+
+
+def mask_argument(item: str) -> str:
+    """One ``key=value`` override (or any argument) with a secret-looking key's value and URL passwords masked."""
+    key, sep, _ = str(item).partition("=")
+    if sep and SECRET_KEY.search(key):
+        return f"{key}={MASK}"
+    return scrub(mask_config(str(item)))

@@ -282,8 +282,7 @@ def known_spectrum(s: Any, shape: tuple[int, int], seed: int = 0, device: Any = 
     if s.numel() != r:
         raise UserError(f"spectral: {s.numel()} singular values for a {m}x{n} matrix (expected {r})")
     gen = torch.Generator().manual_seed(int(seed))
-    u = torch.linalg.qr(torch.randn(m, r, generator=gen, dtype=torch.float64).to(device))[0]
-    v = torch.linalg.qr(torch.randn(n, r, generator=gen, dtype=torch.float64).to(device))[0]
+    u, v = (torch.linalg.qr(torch.randn(k, r, generator=gen, dtype=torch.float64).to(device))[0] for k in (m, n))
     w = (u * s.to(device)) @ v.T
     return w if dtype is None else w.to(resolve_dtype(dtype))
 

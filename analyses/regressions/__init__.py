@@ -210,9 +210,7 @@ def closest_xy_lr(minima: pd.DataFrame, points: pd.DataFrame, by: Sequence[str] 
 def _usable(table: pd.DataFrame, ms: MinimaSettings, s: "RegressionsSettings") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(all minima, usable minima) with the lr_star rule applied."""
     result = compute_minima(table, ms)
-    minima = result.minima
-    if s.lr_star == "closest_xy":
-        minima = closest_xy_lr(minima, result.points, ms.by)
+    minima = closest_xy_lr(result.minima, result.points, ms.by) if s.lr_star == "closest_xy" else result.minima
     return minima, usable_minima(minima, drop_on_edge=s.drop_on_edge)
 
 
@@ -238,10 +236,8 @@ def available_horizons(table: pd.DataFrame, ms: MinimaSettings) -> tuple[MinimaS
 
 def _boot_settings(ms: MinimaSettings, horizons: Sequence[int] | None = None) -> MinimaSettings:
     """The minima settings for a bootstrap replicate: no inner bootstrap, optionally only some horizons."""
-    changes: dict[str, Any] = {"bootstrap": dataclasses.replace(ms.bootstrap, n=0), "plots": False}
-    if horizons is not None:
-        changes["horizons"] = list(horizons)
-    return dataclasses.replace(ms, **changes)
+    only = {} if horizons is None else {"horizons": list(horizons)}
+    return dataclasses.replace(ms, bootstrap=dataclasses.replace(ms.bootstrap, n=0), plots=False, **only)
 
 
 def run(table: pd.DataFrame, params: Mapping[str, Any] | RegressionsSettings | None, out: Any) -> dict[str, Any]:

@@ -54,9 +54,9 @@ def fit_linear(design: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None =
     n = int(ok.sum())
     if n <= len(free):
         raise UserError(f"too few points for the fit: {n} usable point(s) for {len(free)} free coefficient(s) ({', '.join(free)})")
-    params: dict[str, float] = {}
-    se: dict[str, float] = {}
-    ci: dict[str, list[float]] = {}
+    params: dict[str, float] = dict(fixed)
+    se: dict[str, float] = dict.fromkeys(fixed, 0.0)
+    ci: dict[str, list[float]] = {k: [v, v] for k, v in fixed.items()}
     cov = None
     target = y[ok] - offset[ok]
     if free:
@@ -66,14 +66,11 @@ def fit_linear(design: pd.DataFrame, y: np.ndarray, weights: np.ndarray | None =
         bse = np.asarray(res.bse, dtype=float)
         for i, name in enumerate(free):
             params[name], se[name] = float(res.params[i]), float(bse[i])
-            low, high = np.asarray(res.conf_int(0.05))[i]
-            ci[name] = [float(low), float(high)]
+            ci[name] = [float(v) for v in np.asarray(res.conf_int(0.05))[i]]
         cov = pd.DataFrame(np.asarray(res.cov_params()), index=free, columns=free)
         fitted = design.loc[ok, free].to_numpy(float) @ np.asarray(res.params) + offset[ok]
     else:
         fitted = offset[ok]
-    for name, value in fixed.items():
-        params[name], se[name], ci[name] = value, 0.0, [value, value]
     ordered = {k: params[k] for k in design.columns}
     resid = y[ok] - fitted
     ybar = np.average(y[ok], weights=w[ok])

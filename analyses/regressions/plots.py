@@ -56,8 +56,7 @@ def plot_lr_bs_fit(minima: pd.DataFrame, fit: LinearFit, intercepts: pd.DataFram
             label += f" (icpt {row['intercept']:.2f}±{row['intercept_se']:.2f})"
         ax.plot(x[~ok], y[~ok], "o", color=color, label=label if not ok.any() else None)
         if ok.any():
-            lo = np.log2(g["lr_ci_low"].to_numpy(float)[ok])
-            hi = np.log2(g["lr_ci_high"].to_numpy(float)[ok])
+            lo, hi = (np.log2(g[k].to_numpy(float)[ok]) for k in ("lr_ci_low", "lr_ci_high"))
             err = np.clip(np.vstack([y[ok] - lo, hi - y[ok]]), 0.0, None)
             ax.errorbar(x[ok], y[ok], yerr=err, fmt="o", color=color, capsize=3, label=label)
         xs = np.linspace(x.min() - 0.25, x.max() + 0.25, 20)
@@ -121,24 +120,25 @@ def plot_top1_across_horizons(top1: pd.DataFrame):
     return fig
 
 
+def _norm_figure(frame: pd.DataFrame, by: list[str], style: str, label: str, ylabel: str):
+    """log2 output norm against log2 horizon, one line per ``by`` group (``label``: its legend, formatted by key)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for key, g in frame.groupby(by):
+        g = g.sort_values("horizon")
+        ax.plot(np.log2(g["horizon"].to_numpy(float)), np.log2(g["output_norm"].to_numpy(float)), style,
+                label=label.format(*key))
+    _finish(ax, "tokens (2^k)", ylabel, fontsize=7)
+    return fig
+
+
 def plot_norm_vs_horizon(curves: pd.DataFrame):
     """Output norm against horizon for chosen (lr, bs) pairs."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for (lr, bs), g in curves.groupby(["lr", "bs"]):
-        g = g.sort_values("horizon")
-        ax.plot(np.log2(g["horizon"].to_numpy(float)), np.log2(g["output_norm"].to_numpy(float)), "-", label=f"lr {lr:.3g}, bs {bs:g}")
-    _finish(ax, "tokens (2^k)", "output norm (log2)", fontsize=7)
-    return fig
+    return _norm_figure(curves, ["lr", "bs"], "-", "lr {0:.3g}, bs {1:g}", "output norm (log2)")
 
 
 def plot_optimum_norm(norm_at_opt: pd.DataFrame):
     """Output norm at the optimum per horizon, one line per batch size (is it constant?)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for bs, g in norm_at_opt.groupby("bs"):
-        g = g.sort_values("horizon")
-        ax.plot(np.log2(g["horizon"].to_numpy(float)), np.log2(g["output_norm"].to_numpy(float)), "o-", label=f"bs {bs:g}")
-    _finish(ax, "tokens (2^k)", "output norm at the optimum (log2)", fontsize=7)
-    return fig
+    return _norm_figure(norm_at_opt, ["bs"], "o-", "bs {0:g}", "output norm at the optimum (log2)")
 
 
 def plotly_loss_norm_lr_3d(table: pd.DataFrame, horizon: float):
@@ -238,11 +238,10 @@ def plotly_lr_star_vs_horizon(minima: pd.DataFrame, fit: LinearFit, bs_label: st
     for i, (bs, g) in enumerate(minima.groupby("bs", sort=True)):
         g = g.sort_values("horizon")
         ok = ci_contains_estimate(g)
-        x = np.log2(g["horizon"].to_numpy(float))
-        y = np.log2(g["lr"].to_numpy(float))
+        x, y = np.log2(g["horizon"].to_numpy(float)), np.log2(g["lr"].to_numpy(float))
         with np.errstate(divide="ignore", invalid="ignore"):
-            lo = np.where(ok, np.log2(g["lr_ci_low"].to_numpy(float)), np.nan) if ok.any() else np.full(len(g), np.nan)
-            hi = np.where(ok, np.log2(g["lr_ci_high"].to_numpy(float)), np.nan) if ok.any() else np.full(len(g), np.nan)
+            lo, hi = (np.where(ok, np.log2(g[k].to_numpy(float)), np.nan) if ok.any() else np.full(len(g), np.nan)
+                      for k in ("lr_ci_low", "lr_ci_high"))
         color = palette[i % len(palette)]
         custom = np.column_stack([g["lr"].to_numpy(float), lo, hi, g["loss"].to_numpy(float), g["method"].astype(str).to_numpy()])
         word = short_label(bs_label)

@@ -48,8 +48,9 @@ SdSpacing = Choice("SdSpacing", {"sizes": "sizes", "grid": "grid"}, module=__nam
 
 
 @dataclass
-class EnvelopeBootstrap:
-    """Approach 1's bootstrap: the envelope refitted on the points resampled with replacement (n: 0 switches it off)."""
+class RefitBootstrap:
+    """A bootstrap that refits on the points resampled with replacement: approach 1's envelope, approach 3's
+    parametric fit (n: 0 switches it off)."""
 
     n: int = at_least(1000, 0, "a number")
     seed: int = 0
@@ -60,7 +61,7 @@ class Approach1Settings:
     """The envelope."""
 
     bins: int = at_least(30, 1, "a number")
-    bootstrap: EnvelopeBootstrap = field(default_factory=EnvelopeBootstrap)
+    bootstrap: RefitBootstrap = field(default_factory=RefitBootstrap)
     ci_method: CiMethod = CiMethod.percentile
 
 
@@ -134,14 +135,6 @@ class Bounds:
 
 
 @dataclass
-class ParametricBootstrap:
-    """Approach 3's bootstrap refits (n: 0 switches it off)."""
-
-    n: int = at_least(1000, 0, "a number")
-    seed: int = 0
-
-
-@dataclass
 class Approach3Settings:
     """The parametric fit."""
 
@@ -151,7 +144,7 @@ class Approach3Settings:
     schedule: List[List[int]] = field(default_factory=lambda: [list(p) for p in approach3.DEFAULT_SCHEDULE])
     polish: int = at_least(5, 1, "a number")
     ci_method: CiMethod = CiMethod.bca
-    bootstrap: ParametricBootstrap = field(default_factory=ParametricBootstrap)
+    bootstrap: RefitBootstrap = field(default_factory=RefitBootstrap)
 
 
 @dataclass

@@ -10,7 +10,7 @@ replicate.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,11 +39,7 @@ def at_budget(curve_list: list[dict], budget: float, tolerance: float = 0.0, max
     """
     lb = np.log(budget)
     rows = []
-    for cv in curve_list:
-        lc = cv["log_c"]
-        if not _reaches(lc, lb, tolerance, max_gap):
-            continue
-        x = min(max(lb, lc[0]), lc[-1])
+    for _, cv, lc, x in _reached(curve_list, lb, tolerance, max_gap):
         rows.append({"N": cv["N"], "D": float(np.exp(np.interp(x, lc, cv["log_d"]))) * np.exp(lb - x),
                      "loss": float(np.exp(np.interp(x, lc, cv["log_l"])))})
     frame = pd.DataFrame(rows, columns=["N", "D", "loss"])
@@ -52,11 +48,15 @@ def at_budget(curve_list: list[dict], budget: float, tolerance: float = 0.0, max
     return frame
 
 
-def _reaches(lc: np.ndarray, lb: float, tolerance: float, max_gap: float | None) -> bool:
-    """Whether a curve (its sorted log C) counts at log budget ``lb`` under ``at_budget``'s tolerance and max_gap."""
+def _reached(curve_list: list[dict], lb: float, tolerance: float, max_gap: float | None) -> Iterator[tuple]:
+    """The curves that count at log budget ``lb`` under ``at_budget``'s tolerance and max_gap: (index, curve, its
+    sorted log C, ``lb`` clamped to the curve's range)."""
     slack = np.log1p(tolerance) if tolerance > 0 else 0.0
     gap = np.log1p(max_gap) if max_gap is not None else np.inf
-    return not (lb < lc[0] - slack - 1e-12 or lb > lc[-1] + slack + 1e-12 or np.min(np.abs(lc - lb)) > gap + 1e-12)
+    for i, cv in enumerate(curve_list):
+        lc = cv["log_c"]
+        if not (lb < lc[0] - slack - 1e-12 or lb > lc[-1] + slack + 1e-12 or np.min(np.abs(lc - lb)) > gap + 1e-12):
+            yield i, cv, lc, min(max(lb, lc[0]), lc[-1])
 
 
 MIN_BUDGETS = 3  # usable budgets, drawing on as many measured compute values, that the power laws need
@@ -74,12 +74,8 @@ def measured_levels(curve_list: list[dict], budgets: Sequence[float], tolerance:
     for budget in budgets:
         lb = np.log(budget)
         used, exact = False, True
-        for i, cv in enumerate(curve_list):
-            lc = cv["log_c"]
-            if not _reaches(lc, lb, tolerance, max_gap):
-                continue
+        for i, _, lc, x in _reached(curve_list, lb, tolerance, max_gap):
             used = True
-            x = min(max(lb, lc[0]), lc[-1])
             near = np.flatnonzero(np.abs(lc - x) <= 1e-6)
             if len(near):
                 touched[i].add(int(near[0]))

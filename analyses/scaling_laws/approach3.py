@@ -107,14 +107,13 @@ def _terms(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> tuple[np.
 def objective_and_grad(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, delta: float,
                        weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Objective and its analytic gradient for one theta (for scipy)."""
-    pred, p1, p2, p3 = _terms(np.asarray(theta, float)[None, :], log_n, log_d)
-    r = pred[0] - log_l
+    pred, p1, p2, p3 = (t[0] for t in _terms(np.asarray(theta, float)[None, :], log_n, log_d))
+    r = pred - log_l
     h = huber(r, delta)
     psi = np.clip(r, -delta, delta)
     if weights is not None:
         h = h * weights
         psi = psi * weights
-    p1, p2, p3 = p1[0], p2[0], p3[0]
     grad = np.array([psi @ p1, psi @ p2, psi @ p3, -(psi * p1) @ log_n, -(psi * p2) @ log_d])
     return float(h.sum()), grad
 
@@ -385,16 +384,14 @@ def fit_warnings(fit: ParametricFit, bounds: np.ndarray | None, agree_rtol: floa
             for side, edge in zip(("lower", "upper"), pair):
                 if np.isfinite(edge) and abs(value - edge) <= 1e-6 * max(1.0, abs(edge)):
                     notes.append(f"approach 3: the best fit sits on the {side} bound of {name} ({edge:g}); widen approach3.bounds or distrust it")
-    if len(fit.top) > 1:
-        best = fit.top[0]
-        for other in fit.top[1:]:
-            close = other[5] <= best[5] * (1 + agree_rtol) + 1e-15
-            differ = np.max(np.abs(other[:5] - best[:5]) / np.maximum(1e-3, np.abs(best[:5]))) > 0.01
-            if close and differ:
-                diffs = ", ".join(f"{n}={v:.4g}" for n, v in zip(PARAM_NAMES, other[:5]))
-                notes.append(f"approach 3: the top starts disagree: another optimum ({diffs}) fits within "
-                             f"{agree_rtol:.0e} of the best objective; the parameters are poorly identified")
-                break
+    for other in fit.top[1:]:  # the best is fit.top[0]
+        close = other[5] <= fit.top[0, 5] * (1 + agree_rtol) + 1e-15
+        differ = np.max(np.abs(other[:5] - fit.top[0, :5]) / np.maximum(1e-3, np.abs(fit.top[0, :5]))) > 0.01
+        if close and differ:
+            diffs = ", ".join(f"{n}={v:.4g}" for n, v in zip(PARAM_NAMES, other[:5]))
+            notes.append(f"approach 3: the top starts disagree: another optimum ({diffs}) fits within "
+                         f"{agree_rtol:.0e} of the best objective; the parameters are poorly identified")
+            break
     return notes
 
 

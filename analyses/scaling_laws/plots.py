@@ -2,6 +2,7 @@
 the parametric fit's contours; ``figures`` gives each with its one-line caption."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import matplotlib
@@ -22,13 +23,17 @@ def _akima_curve(pts: pd.DataFrame, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(grid), np.exp(Akima1DInterpolator(x, np.log(pts["loss"].to_numpy()))(grid))
 
 
+def _per_budget(points: pd.DataFrame) -> Iterator[tuple[np.ndarray, float, pd.DataFrame]]:
+    """(colour, budget, its points sorted by N) per budget, cheapest first."""
+    budgets = sorted(points["budget"].unique())
+    for color, c in zip(plt.cm.viridis(np.linspace(0, 0.9, max(len(budgets), 1))), budgets):
+        yield color, c, points[points["budget"] == c].sort_values("N")
+
+
 def isoflop_figure(points: pd.DataFrame, minima: pd.DataFrame, title: str | None = None) -> plt.Figure:
     """Loss vs N at each budget (points and their Akima interpolant) with the accepted minima marked."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    budgets = sorted(points["budget"].unique())
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(budgets), 1)))
-    for color, c in zip(colors, budgets):
-        pts = points[points["budget"] == c].sort_values("N")
+    for color, c, pts in _per_budget(points):
         ax.scatter(pts["N"], pts["loss"], s=12, color=color)
         if len(pts) >= 3:
             ax.plot(*_akima_curve(pts, 200), color=color, lw=1, label=f"C={c:.2g}")
@@ -61,8 +66,7 @@ def allocation_figure(artefacts: dict[str, Any], c_range: tuple[float, float], t
         if "approach2" in artefacts:
             res = artefacts["approach2"]["result"]
             ok = res.minima[res.minima["status"] == "ok"]
-            sd = ok[f"log_{key}_sd"].to_numpy(float)
-            y = ok[f"{key}_star"].to_numpy(float)
+            sd, y = ok[f"log_{key}_sd"].to_numpy(float), ok[f"{key}_star"].to_numpy(float)
             err = np.vstack([y - y * np.exp(-np.nan_to_num(sd)), y * np.exp(np.nan_to_num(sd)) - y])
             ax.errorbar(ok["budget"], y, yerr=err, fmt="o", ms=4, color="tab:blue", label="approach 2 minima")
             fit = res.fit_n if key == "N" else res.fit_d
@@ -116,11 +120,8 @@ def isoflop_interactive(points: pd.DataFrame, minima: pd.DataFrame, title: str |
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    budgets = sorted(points["budget"].unique())
-    palette = plt.cm.viridis(np.linspace(0, 0.9, max(len(budgets), 1)))
-    for color, c in zip(palette, budgets):
+    for color, c, pts in _per_budget(points):
         rgb = "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * color[:3]))
-        pts = points[points["budget"] == c].sort_values("N")
         name = f"C={c:.3g}"
         fig.add_trace(go.Scatter(
             x=pts["N"], y=pts["loss"], mode="markers", name=name, legendgroup=name, marker={"color": rgb, "size": 6},

@@ -183,10 +183,9 @@ def _parse_names(names: pd.Series, patterns: list[re.Pattern]) -> pd.DataFrame:
     return pd.DataFrame([parsed[n] for n in names], index=names.index, columns=list(FIELDS))
 
 
-def _config_values(runs: pd.DataFrame, hp: str, keys: list[str]) -> tuple[pd.Series, str | None]:
+def _config_values(runs: pd.DataFrame, hp: str, keys: list[str]) -> pd.Series:
     """First present config value per run among ``keys`` (numbers; bools for decayed)."""
     out = pd.Series(np.nan, index=runs.index, dtype=object)
-    used = None
     for key in keys:
         col = CONFIG_PREFIX + str(key)
         if col not in runs.columns:
@@ -201,10 +200,9 @@ def _config_values(runs: pd.DataFrame, hp: str, keys: list[str]) -> tuple[pd.Ser
             raise UserError(f"{WHO}: run '{runs['name'].iloc[i]}' has config '{key}' = {runs[col].iloc[i]!r}; expected a number")
         fill = out.isna() & raw.notna()
         out[fill] = raw[fill]
-        used = used or str(key)
     if hp == "decayed":
-        return out.map(lambda v: bool(v) if pd.notna(v) else np.nan), used
-    return pd.to_numeric(out, errors="coerce").astype(float), used
+        return out.map(lambda v: bool(v) if pd.notna(v) else np.nan)
+    return pd.to_numeric(out, errors="coerce").astype(float)
 
 
 def _examples(names: Any, k: int = 3) -> str:
@@ -225,7 +223,7 @@ def _resolve_runs(runs_in: pd.DataFrame, s: LrBsSweepSettings, warn: Callable[[s
     out = pd.DataFrame({"run_id": run_id, "name": name})
     disagree: list[str] = []
     for col in FIELDS:
-        conf, key = _config_values(runs, col, getattr(s.config_keys, col))
+        conf = _config_values(runs, col, getattr(s.config_keys, col))
         from_name = parsed[col]
         if col == "decayed":
             from_name = from_name.map(lambda v: bool(v) if pd.notna(v) else np.nan)

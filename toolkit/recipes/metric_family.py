@@ -51,14 +51,11 @@ class MetricFamilySettings(Settings):
 
 def pattern_regex(pattern: str) -> re.Pattern:
     """``a{x}/b{y}`` -> a regex with named groups (``{x:regex}`` narrows a group; default: no '/')."""
-    parts, pos = [], 0
-    for m in _GROUP.finditer(pattern):
-        parts.append(re.escape(pattern[pos:m.start()]))
-        parts.append(f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})")
-        pos = m.end()
-    parts.append(re.escape(pattern[pos:]))
+    pieces = _GROUP.split(pattern)  # the text before the first group, then (name, regex or None, text after) per group
+    groups = zip(pieces[1::3], pieces[2::3], pieces[3::3])
+    regex = re.escape(pieces[0]) + "".join(f"(?P<{name}>{rx or '[^/]+'}){re.escape(text)}" for name, rx, text in groups)
     try:
-        return re.compile("".join(parts))
+        return re.compile(regex)
     except re.error as exc:
         raise UserError(f"recipe.family: pattern '{pattern}' does not compile: {exc}") from None
 
@@ -80,11 +77,8 @@ def expand_pattern(pattern: str, ranges: Mapping[str, Any]) -> list[str]:
     if missing:
         raise UserError(f"recipe.ranges: pattern '{pattern}' needs a range for {', '.join(missing)}; have {', '.join(ranges) or '(none)'}")
     values = [_range_values(ranges[g], g) for g in groups]
-    keys = []
-    for combo in itertools.product(*values):
-        it = iter(combo)
-        keys.append(_GROUP.sub(lambda _m: next(it), pattern))
-    return keys
+    texts = _GROUP.split(pattern)[::3]  # the text around the groups (each match splits off its two groups)
+    return [texts[0] + "".join(v + t for v, t in zip(combo, texts[1:])) for combo in itertools.product(*values)]
 
 
 def metric_keys(params: Any) -> list[str] | None:

@@ -91,8 +91,7 @@ def metric_keys(params: Any) -> list[str]:
     if s.loader is not None:
         return []
     cols = s.columns
-    keys = [cols.loss, cols.D if s.tokens_per_step is None else None, cols.C]
-    return [k for k in keys if k]
+    return [k for k in (cols.loss, cols.D if s.tokens_per_step is None else None, cols.C) if k]
 
 
 def lookup_column(frame: pd.DataFrame, name: str) -> pd.Series | None:
@@ -243,10 +242,8 @@ def best_rows(table: pd.DataFrame, keys: Sequence[str], warn: Callable[[str], No
 
 def joined_history(runset: RunSet) -> pd.DataFrame:
     """The history with each run's config and summary columns attached."""
-    history = runset.history.copy()
-    runs = runset.runs.copy()
-    history["run_id"] = history["run_id"].astype(str)
-    runs["run_id"] = runs["run_id"].astype(str)
+    history = runset.history.assign(run_id=runset.history["run_id"].astype(str))
+    runs = runset.runs.assign(run_id=runset.runs["run_id"].astype(str))
     extra = [c for c in runs.columns if c == "run_id" or c not in history.columns]
     return history.merge(runs[extra], on="run_id", how="left")
 
