@@ -76,7 +76,7 @@ def check_root(path: str | os.PathLike | None, what: str) -> Path:
             raise UserError(f"tracker.path: {root} is a broken symbolic link; expected {what}")
         raise UserError(f"tracker.path: {root} does not exist; expected {what}")
     if not root.is_dir() and not root.is_file():
-        raise UserError(f"tracker.path: {root} is not a regular file or a folder; expected {what}")
+        raise UserError(f"tracker.path: {root} is {path_kind(root)}; expected {what}")
     return root
 
 
@@ -383,6 +383,7 @@ class FolderRunsTracker(TrackerBase):
     name = "folders"
     what = "a run folder or a folder of them"
     run_word = "run folders"
+    run_file: str | None = None  # the one file a reader also takes as ``tracker.path`` (its folder is the run)
 
     def setup(self, settings: Any) -> None:
         """The folder to read (checked when read); no runs read yet."""
@@ -397,8 +398,6 @@ class FolderRunsTracker(TrackerBase):
         if root.exists() and not root.is_dir():
             raise UserError(f"tracker.path: {root} is a file; writing runs needs a folder")
         return root
-
-    run_file: str | None = None  # the one file a reader also takes as ``tracker.path`` (its folder is the run)
 
     def _is_run_folder(self, folder: str, dirnames: list[str], filenames: list[str]) -> bool:  # pragma: no cover
         raise NotImplementedError

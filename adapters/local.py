@@ -746,9 +746,7 @@ class LocalTracker(TrackerBase):
         """(Re)read what is at ``path`` (files are kept while their size and mtime are unchanged); the warnings of
         the load are given again by every call (``self.warnings``)."""
         path = self.path
-        if path.exists() and not path.is_dir() and not path.is_file():  # reading a FIFO (or a device) could block
-            raise UserError(f"tracker.path: {path} is {path_kind(path)}; expected a regular CSV/parquet file or a folder")
-        check_root(path, "a CSV/parquet file or a folder")  # missing, or a broken link
+        check_root(path, "a CSV/parquet file or a folder")  # missing, a broken link, a FIFO (reading one could block)
         odd = _odd_entries(path) if path.is_dir() else []
         if path.is_dir() and (any(path.glob(f"*/{META}")) or (path / META).is_file()):
             warnings: list[str] = list(odd)

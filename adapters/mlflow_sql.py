@@ -247,9 +247,11 @@ class SqlSource:
         (stored as 0 with is_nan) is read again row by row: they are rare.
         """
         n_groups = len(groups)
-        counts, kidx, scale, specials = (np.fromiter((g[i] for g in groups), dtype=dtype, count=n_groups)
-                                         for i, dtype in ((1, np.int64), (0, np.int64), (4, np.float64), (5, np.int64)))
+        counts = np.fromiter((g[1] for g in groups), dtype=np.int64, count=n_groups)
+        kidx = np.fromiter((g[0] for g in groups), dtype=np.int64, count=n_groups)
+        scale = np.fromiter((g[4] for g in groups), dtype=np.float64, count=n_groups)
         code, mant = _ints([g[2] for g in groups]), _ints([g[3] for g in groups])
+        specials = np.fromiter((g[5] for g in groups), dtype=np.int64, count=n_groups)
         ts = _ints([g[6] for g in groups]) if with_ts else None
         n = int(counts.sum())
         if len(code) != n or len(mant) != n or (ts is not None and len(ts) != n):

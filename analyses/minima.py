@@ -853,9 +853,11 @@ def compute_minima(table: pd.DataFrame, settings: Mapping[str, Any] | MinimaSett
     if mixed:
         _warn(f"column(s) {', '.join(mixed)} take several values but minima are over lr only: points with the same "
               f"(horizon, bs, lr) are averaged across them; set by: [{', '.join(mixed)}] to split them")
-    parts_of = work.groupby(list(s.by), sort=True, dropna=False) if s.by else [((), work)]
-    splits = [(key if isinstance(key, tuple) else (key,),
-               _targets_of(table.loc[sub.index] if s.by else table, sub, s, _warn)) for key, sub in parts_of]
+    if s.by:
+        splits = [(key if isinstance(key, tuple) else (key,), _targets_of(table.loc[sub.index], sub, s, _warn))
+                  for key, sub in work.groupby(list(s.by), sort=True, dropna=False)]
+    else:
+        splits = [((), _targets_of(table, work, s, _warn))]
     total = sum(len(stage[1]) for _, stage in splits)
     parts = []
     with progress_bar(total, f"{NAME}: fit + bootstrap", enabled=progress, unit="cell") as bar:

@@ -216,6 +216,17 @@ def test_fifo_as_tracker_path_is_a_one_line_error(tmp_path: Path):
     with pytest.raises(UserError) as err:
         _no_hang(lambda: LocalTracker(str(fifo)).list_runs(Selection()), fifo)
     assert str(fifo) in str(err.value) and "expected" in str(err.value) and "\n" not in str(err.value)
+    assert "is a FIFO (named pipe)" in str(err.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_as_a_folder_readers_path_is_named_as_a_fifo(tmp_path: Path):
+    from adapters.lightning_csv import LightningCsvTracker
+
+    fifo = tmp_path / "metrics.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="is a FIFO \\(named pipe\\); expected a CSVLogger folder"):
+        _no_hang(lambda: LightningCsvTracker(path=str(fifo)).list_runs(Selection()), fifo)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")

@@ -204,10 +204,15 @@ def make_lr_bs_sweep(
     names = np.array([run_name(lr, bs, s) for lr, bs, s in zip(lrs, g_bs, g_seed)], dtype=object)
     diverged = _diverge(rng, loss, norm, g_lr, n_diverged)
     planted["diverged_runs"] = [str(names[i]) for i in diverged]
-    per_run = {"run_name": names, "lr": lrs, "bs": g_bs, "seed": g_seed}  # the other columns: one value per point
-    per_point = {"step": steps, "train_loss": loss, "output_norm": norm}
-    history = pd.DataFrame({c: np.repeat(per_run[c], n_points) if c in per_run else per_point[c].ravel()
-                            for c in HISTORY_COLUMNS})
+    history = pd.DataFrame({
+        "run_name": np.repeat(names, n_points),
+        "step": steps.ravel(),
+        "lr": np.repeat(lrs, n_points),
+        "bs": np.repeat(g_bs, n_points),
+        "seed": np.repeat(g_seed, n_points),
+        "train_loss": loss.ravel(),
+        "output_norm": norm.ravel(),
+    })
     return DemoSweep(history, planted)
 
 

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -173,6 +173,14 @@ def failure(exc: BaseException, where: str = "") -> dict[str, str]:
     return {"kind": "bug", "message": scrub(f"{type(exc).__name__}: {exc}")}
 
 
+def _raise_interrupt(exc: BaseException) -> NoReturn:
+    """Raise the interruption ``exc`` stands for: itself, or KeyboardInterrupt for an exception raised around a
+    signal."""
+    if isinstance(exc, Exception):
+        raise KeyboardInterrupt from exc
+    raise exc
+
+
 def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str, Any]) -> None:
     """Run every analysis into its own folder, each under its own guard; record each outcome in ``status``."""
     for part in job.analyses:
@@ -194,9 +202,7 @@ def run_analyses(job: Job, table: pd.DataFrame, run_dir: Path, status: dict[str,
             status["analyses"][name] = {"status": "interrupted" if kind == "interrupted" else "failed",
                                         "kind": kind, "message": message}
             if kind == "interrupted":  # nothing half-written stays, the caller records it
-                if isinstance(exc, Exception):
-                    raise KeyboardInterrupt from exc
-                raise
+                _raise_interrupt(exc)
             if kind == "input":  # to the log file: the error line repeats it
                 log.error("%s", _prefixed(name, message), extra={"console": False})
         finally:
@@ -283,9 +289,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         status["error"] = failure(exc)
         if status["error"]["kind"] == "interrupted":
             finish(run_dir, title, status)
-            if isinstance(exc, Exception):
-                raise KeyboardInterrupt from exc
-            raise
+            _raise_interrupt(exc)
     if target is not None and status.get("publish") is None:
         from toolkit.publish import skipped
 

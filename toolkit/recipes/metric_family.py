@@ -49,11 +49,18 @@ class MetricFamilySettings(Settings):
             self.config = as_list(self.config, WHO, "config")
 
 
+def _pattern_parts(pattern: str) -> tuple[list[str], list[tuple[str, str | None]]]:
+    """The literal texts of a pattern (one more than its groups: before, between and after them) and its groups
+    as (name, regex or None)."""
+    pieces = _GROUP.split(pattern)  # text, then name, regex, text for each group
+    return pieces[::3], list(zip(pieces[1::3], pieces[2::3]))
+
+
 def pattern_regex(pattern: str) -> re.Pattern:
     """``a{x}/b{y}`` -> a regex with named groups (``{x:regex}`` narrows a group; default: no '/')."""
-    pieces = _GROUP.split(pattern)  # the text before the first group, then (name, regex or None, text after) per group
-    groups = zip(pieces[1::3], pieces[2::3], pieces[3::3])
-    regex = re.escape(pieces[0]) + "".join(f"(?P<{name}>{rx or '[^/]+'}){re.escape(text)}" for name, rx, text in groups)
+    texts, groups = _pattern_parts(pattern)
+    regex = re.escape(texts[0]) + "".join(f"(?P<{name}>{rx or '[^/]+'}){re.escape(text)}"
+                                          for (name, rx), text in zip(groups, texts[1:]))
     try:
         return re.compile(regex)
     except re.error as exc:
@@ -72,12 +79,12 @@ def _range_values(spec: Any, group: str) -> list[str]:
 
 def expand_pattern(pattern: str, ranges: Mapping[str, Any]) -> list[str]:
     """All keys of a pattern for the given inclusive group ranges (``{matrix: [1, 168], column: [1, 100]}``)."""
-    groups = [m.group(1) for m in _GROUP.finditer(pattern)]
+    texts, parts = _pattern_parts(pattern)
+    groups = [name for name, _ in parts]
     missing = [g for g in groups if g not in ranges]
     if missing:
         raise UserError(f"recipe.ranges: pattern '{pattern}' needs a range for {', '.join(missing)}; have {', '.join(ranges) or '(none)'}")
     values = [_range_values(ranges[g], g) for g in groups]
-    texts = _GROUP.split(pattern)[::3]  # the text around the groups (each match splits off its two groups)
     return [texts[0] + "".join(v + t for v, t in zip(combo, texts[1:])) for combo in itertools.product(*values)]
 
 
